@@ -1,0 +1,160 @@
+// MLA attention (spec §3.4-§3.6). Sequences decoding one token use the
+// absorbed latent form; sequences with several new tokens use the MHA form
+// with keys and values up-projected from the latent cache.
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+#include "common/model/decoder_layer.h"
+
+namespace xpd::model {
+namespace {
+
+using kernels::AttentionSequence;
+
+bool UsesLatentForm(const LayerContext& context, const SequenceRows& sequence) {
+  switch (context.attention) {
+    case AttentionForm::kLatent:
+      return true;
+    case AttentionForm::kMha:
+      return false;
+    case AttentionForm::kAuto:
+      return sequence.num_rows == 1;
+  }
+  return false;
+}
+
+// o[rows of latent sequences] = W_UV * LatentAttention([W_UK^T q_nope | q_pe]).
+absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_t layer,
+                        const float* q, std::span<const AttentionSequence> sequences, float* o) {
+  const ModelConfig& cfg = c.config;
+  const int64_t heads = cfg.num_attention_heads, rank = cfg.kv_lora_rank;
+  const int64_t nope = cfg.qk_nope_head_dim, rope = cfg.qk_rope_head_dim, dq = cfg.qk_head_dim();
+  const int64_t width = rank + rope, v = cfg.v_head_dim;
+  std::vector<float> q_latent(c.rows * heads * width);
+  std::vector<float> o_latent(c.rows * heads * rank, 0.0f);
+  for (int64_t h = 0; h < heads; ++h) {
+    XPD_RETURN_IF_ERROR(Project(c, RowSlice(w.uk_t.matrix, h * rank, rank), q + h * dq, heads * dq,
+                                q_latent.data() + h * width, heads * width, c.rows));
+  }
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (int64_t h = 0; h < heads; ++h) {
+      std::memcpy(&q_latent[(r * heads + h) * width + rank], q + r * heads * dq + h * dq + nope,
+                  sizeof(float) * rope);
+    }
+  }
+  XPD_RETURN_IF_ERROR(c.backend.LatentAttention({.q = q_latent.data(),
+                                                 .out = o_latent.data(),
+                                                 .cache = c.cache,
+                                                 .layer = layer,
+                                                 .heads = static_cast<int32_t>(heads),
+                                                 .kv_rank = static_cast<int32_t>(rank),
+                                                 .rope_dim = static_cast<int32_t>(rope),
+                                                 .softmax_scale =
+                                                     static_cast<float>(cfg.SoftmaxScale()),
+                                                 .sequences = sequences}));
+  for (int64_t h = 0; h < heads; ++h) {
+    XPD_RETURN_IF_ERROR(Project(c, RowSlice(w.uv.matrix, h * v, v), o_latent.data() + h * rank,
+                                heads * rank, o + h * v, heads * v, c.rows));
+  }
+  return absl::OkStatus();
+}
+
+// o[rows of MHA sequences]: keys/values of all visible positions come from
+// the latent cache through kv_b_proj (so a cached prefix works the same way).
+absl::Status MhaPart(const LayerContext& c, const AttentionWeights& w, int32_t layer, const float* q,
+                     std::vector<AttentionSequence> sequences, float* o) {
+  const ModelConfig& cfg = c.config;
+  const int64_t heads = cfg.num_attention_heads, rank = cfg.kv_lora_rank;
+  const int64_t width = cfg.latent_dim(), kv_width = cfg.qk_nope_head_dim + cfg.v_head_dim;
+  std::vector<std::vector<float>> latents(sequences.size()), kvs(sequences.size());
+  for (size_t s = 0; s < sequences.size(); ++s) {
+    AttentionSequence& seq = sequences[s];
+    const int64_t keys = seq.start + seq.num_queries;
+    latents[s].resize(keys * width);
+    for (int64_t t = 0; t < keys; ++t) {
+      std::memcpy(&latents[s][t * width], c.cache.Row(seq.block_table, layer, t),
+                  sizeof(float) * width);
+    }
+    kvs[s].resize(keys * heads * kv_width);
+    XPD_RETURN_IF_ERROR(
+        Project(c, w.kv_b.matrix, latents[s].data(), width, kvs[s].data(), 0, keys));
+    seq.kv = kvs[s].data();
+    seq.k_pe = latents[s].data() + rank;
+    seq.k_pe_stride = width;
+  }
+  return c.backend.MhaAttention({.q = q,
+                                 .out = o,
+                                 .heads = static_cast<int32_t>(heads),
+                                 .nope_dim = static_cast<int32_t>(cfg.qk_nope_head_dim),
+                                 .rope_dim = static_cast<int32_t>(cfg.qk_rope_head_dim),
+                                 .v_dim = static_cast<int32_t>(cfg.v_head_dim),
+                                 .softmax_scale = static_cast<float>(cfg.SoftmaxScale()),
+                                 .sequences = sequences});
+}
+
+}  // namespace
+
+absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w, int32_t layer,
+                               const float* x, float* h) {
+  const ModelConfig& cfg = c.config;
+  const int64_t n = c.rows, d = cfg.hidden_size, heads = cfg.num_attention_heads;
+  const int64_t rank = cfg.kv_lora_rank, width = cfg.latent_dim(), dq = cfg.qk_head_dim();
+  const float eps = static_cast<float>(cfg.rms_norm_eps);
+
+  // Query path: x -> q_a -> norm -> q_b, rope on each head's last channels.
+  std::vector<float> cq(n * cfg.q_lora_rank), q(n * heads * dq);
+  XPD_RETURN_IF_ERROR(Project(c, w.q_a.matrix, x, d, cq.data(), 0, n));
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq.data(), .weight = w.q_a_norm.data(),
+                                         .y = cq.data(), .rows = n, .dim = cfg.q_lora_rank,
+                                         .eps = eps}));
+  XPD_RETURN_IF_ERROR(Project(c, w.q_b.matrix, cq.data(), 0, q.data(), 0, n));
+  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = q.data() + cfg.qk_nope_head_dim,
+                                           .row_stride = heads * dq,
+                                           .head_stride = dq,
+                                           .heads = static_cast<int32_t>(heads),
+                                           .rows = n,
+                                           .rope_dim = static_cast<int32_t>(cfg.qk_rope_head_dim),
+                                           .positions = c.positions.data(),
+                                           .inv_freq = c.inv_freq.data()}));
+
+  // Key/value path: the latent [norm(c_kv) | rope(k_pe)] is what the cache keeps.
+  std::vector<float> kv(n * width);
+  XPD_RETURN_IF_ERROR(Project(c, w.kv_a.matrix, x, d, kv.data(), 0, n));
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv.data(), .x_stride = width,
+                                         .weight = w.kv_a_norm.data(), .y = kv.data(),
+                                         .y_stride = width, .rows = n, .dim = rank, .eps = eps}));
+  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = kv.data() + rank,
+                                           .row_stride = width,
+                                           .head_stride = 0,
+                                           .heads = 1,
+                                           .rows = n,
+                                           .rope_dim = static_cast<int32_t>(cfg.qk_rope_head_dim),
+                                           .positions = c.positions.data(),
+                                           .inv_freq = c.inv_freq.data()}));
+  for (const SequenceRows& seq : c.sequences) {
+    for (int32_t i = 0; i < seq.num_rows; ++i) {
+      std::memcpy(c.cache.Row(seq.block_table.data(), layer, seq.start + i),
+                  &kv[(seq.first_row + i) * width], sizeof(float) * width);
+    }
+  }
+
+  std::vector<AttentionSequence> latent_sequences, mha_sequences;
+  for (const SequenceRows& seq : c.sequences) {
+    AttentionSequence a{.query_row = seq.first_row,
+                        .num_queries = seq.num_rows,
+                        .start = seq.start,
+                        .block_table = seq.block_table.data()};
+    (UsesLatentForm(c, seq) ? latent_sequences : mha_sequences).push_back(a);
+  }
+  std::vector<float> o(n * heads * cfg.v_head_dim, 0.0f);
+  if (!latent_sequences.empty()) {
+    XPD_RETURN_IF_ERROR(LatentPart(c, w, layer, q.data(), latent_sequences, o.data()));
+  }
+  if (!mha_sequences.empty()) {
+    XPD_RETURN_IF_ERROR(MhaPart(c, w, layer, q.data(), std::move(mha_sequences), o.data()));
+  }
+  return Project(c, w.o.matrix, o.data(), 0, h, d, n, kernels::OutputMode::kAccumulate);
+}
+
+}  // namespace xpd::model

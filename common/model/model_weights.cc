@@ -1,0 +1,222 @@
+#include "common/model/model_weights.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/base/status_macros.h"
+
+namespace xpd::model {
+namespace {
+
+using kernels::DType;
+using kernels::Precision;
+using kernels::WeightMatrix;
+
+constexpr DType kFloatTypes[] = {DType::kBF16, DType::kF32};
+constexpr DType kLinearTypes[] = {DType::kBF16, DType::kF32, DType::kF8E4M3};
+
+// Shared by every tensor of one checkpoint.
+struct Loader {
+  const Checkpoint& checkpoint;
+  const ModelConfig& config;
+  Precision precision;
+
+  absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t size) const {
+    const int64_t shape[] = {size};
+    XPD_ASSIGN_OR_RETURN(TensorView view, checkpoint.Get(name, kFloatTypes, shape));
+    std::vector<float> values(size);
+    for (int64_t i = 0; i < size; ++i) {
+      if (view.dtype == DType::kF32) {
+        std::memcpy(&values[i], view.data + 4 * i, 4);
+      } else {
+        uint16_t bits;
+        std::memcpy(&bits, view.data + 2 * i, 2);
+        values[i] = kernels::Bf16ToF32(bits);
+      }
+    }
+    return values;
+  }
+
+  absl::StatusOr<WeightMatrix> Matrix(const std::string& name, int64_t rows, int64_t cols,
+                                      std::span<const DType> dtypes) const {
+    const int64_t shape[] = {rows, cols};
+    XPD_ASSIGN_OR_RETURN(TensorView view, checkpoint.Get(name, dtypes, shape));
+    WeightMatrix matrix{.dtype = view.dtype, .data = view.data, .rows = rows, .cols = cols};
+    if (view.dtype == DType::kF8E4M3) {
+      const int32_t block_rows = config.quantization ? config.quantization->block_rows : 128;
+      const int32_t block_cols = config.quantization ? config.quantization->block_cols : 128;
+      const std::string scale_name = name + "_scale_inv";
+      const int64_t scale_shape[] = {(rows + block_rows - 1) / block_rows,
+                                     (cols + block_cols - 1) / block_cols};
+      const DType scale_types[] = {DType::kF32};
+      XPD_ASSIGN_OR_RETURN(TensorView scales, checkpoint.Get(scale_name, scale_types, scale_shape));
+      matrix.block_scales = reinterpret_cast<const float*>(scales.data);
+      matrix.block_rows = block_rows;
+      matrix.block_cols = block_cols;
+    }
+    return matrix;
+  }
+
+  // A projection `prefix.weight` (+ scales), converted to what `precision` computes with.
+  absl::StatusOr<Linear> Projection(const std::string& prefix, int64_t rows, int64_t cols) const {
+    XPD_ASSIGN_OR_RETURN(WeightMatrix matrix, Matrix(prefix + ".weight", rows, cols, kLinearTypes));
+    if (precision == Precision::kBF16 && matrix.dtype != DType::kBF16) {
+      return Derived(rows, cols, [&](int64_t r, int64_t c) { return matrix.At(r, c); });
+    }
+    Linear linear;
+    linear.matrix = matrix;
+    return linear;
+  }
+
+  // An owned matrix whose values come from `value(row, col)`, stored as F32 for
+  // f32 compute and BF16 for BF16 compute.
+  template <typename Fn>
+  Linear Derived(int64_t rows, int64_t cols, Fn value) const {
+    Linear linear;
+    linear.matrix.rows = rows;
+    linear.matrix.cols = cols;
+    if (precision == Precision::kBF16) {
+      auto storage = std::shared_ptr<uint16_t[]>(new uint16_t[rows * cols]);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) storage[r * cols + c] = kernels::F32ToBf16(value(r, c));
+      }
+      linear.matrix.dtype = DType::kBF16;
+      linear.matrix.data = storage.get();
+      linear.storage = std::shared_ptr<const void>(storage, storage.get());
+    } else {
+      auto storage = std::shared_ptr<float[]>(new float[rows * cols]);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) storage[r * cols + c] = value(r, c);
+      }
+      linear.matrix.dtype = DType::kF32;
+      linear.matrix.data = storage.get();
+      linear.storage = std::shared_ptr<const void>(storage, storage.get());
+    }
+    return linear;
+  }
+
+  absl::StatusOr<MlpWeights> Mlp(const std::string& prefix, int64_t width) const {
+    const int64_t d = config.hidden_size;
+    MlpWeights mlp;
+    XPD_ASSIGN_OR_RETURN(mlp.gate, Projection(prefix + ".gate_proj", width, d));
+    XPD_ASSIGN_OR_RETURN(mlp.up, Projection(prefix + ".up_proj", width, d));
+    XPD_ASSIGN_OR_RETURN(mlp.down, Projection(prefix + ".down_proj", d, width));
+    return mlp;
+  }
+
+  absl::StatusOr<AttentionWeights> Attention(const std::string& prefix) const {
+    const ModelConfig& c = config;
+    const int64_t heads = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim;
+    const int64_t rank = c.kv_lora_rank;
+    AttentionWeights a;
+    XPD_ASSIGN_OR_RETURN(a.q_a, Projection(prefix + "q_a_proj", c.q_lora_rank, c.hidden_size));
+    XPD_ASSIGN_OR_RETURN(a.q_a_norm, Vector(prefix + "q_a_layernorm.weight", c.q_lora_rank));
+    XPD_ASSIGN_OR_RETURN(a.q_b,
+                         Projection(prefix + "q_b_proj", heads * c.qk_head_dim(), c.q_lora_rank));
+    XPD_ASSIGN_OR_RETURN(a.kv_a,
+                         Projection(prefix + "kv_a_proj_with_mqa", c.latent_dim(), c.hidden_size));
+    XPD_ASSIGN_OR_RETURN(a.kv_a_norm, Vector(prefix + "kv_a_layernorm.weight", rank));
+    // kv_b keeps its stored form for the MHA path (f32 compute reads FP8 exactly).
+    XPD_ASSIGN_OR_RETURN(a.kv_b, Projection(prefix + "kv_b_proj", heads * (nope + v), rank));
+    XPD_ASSIGN_OR_RETURN(a.o, Projection(prefix + "o_proj", c.hidden_size, heads * v));
+    XPD_ASSIGN_OR_RETURN(WeightMatrix kv_b, Matrix(prefix + "kv_b_proj.weight", heads * (nope + v),
+                                                   rank, kLinearTypes));
+    a.uk_t = Derived(heads * rank, nope, [&](int64_t r, int64_t col) {
+      const int64_t h = r / rank, latent = r % rank;
+      return kv_b.At(h * (nope + v) + col, latent);
+    });
+    a.uv = Derived(heads * v, rank, [&](int64_t r, int64_t latent) {
+      const int64_t h = r / v, d = r % v;
+      return kv_b.At(h * (nope + v) + nope + d, latent);
+    });
+    return a;
+  }
+
+  absl::StatusOr<DecoderLayerWeights> Layer(int64_t layer, const LoadOptions& options) const {
+    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    const int64_t d = config.hidden_size;
+    DecoderLayerWeights w;
+    XPD_ASSIGN_OR_RETURN(w.attention, Attention(prefix + "self_attn."));
+    XPD_ASSIGN_OR_RETURN(w.attention.input_norm, Vector(prefix + "input_layernorm.weight", d));
+    XPD_ASSIGN_OR_RETURN(w.post_attention_norm,
+                         Vector(prefix + "post_attention_layernorm.weight", d));
+    // The MTP layers sit after the main stack and are always MoE (spec §2.1).
+    w.is_moe = layer >= config.num_hidden_layers || config.IsMoeLayer(layer);
+    if (!w.is_moe) {
+      XPD_ASSIGN_OR_RETURN(w.dense, Mlp(prefix + "mlp", config.intermediate_size));
+      return w;
+    }
+    const int64_t experts = config.n_routed_experts;
+    XPD_ASSIGN_OR_RETURN(w.moe.router.matrix,
+                         Matrix(prefix + "mlp.gate.weight", experts, d, kFloatTypes));
+    XPD_ASSIGN_OR_RETURN(w.moe.correction_bias,
+                         Vector(prefix + "mlp.gate.e_score_correction_bias", experts));
+    w.moe.experts.resize(experts);
+    for (int64_t e = 0; e < experts; ++e) {
+      if (options.hold_expert && !options.hold_expert(layer, e)) continue;
+      XPD_ASSIGN_OR_RETURN(w.moe.experts[e], Mlp(absl::StrCat(prefix, "mlp.experts.", e),
+                                                 config.moe_intermediate_size));
+    }
+    if (config.n_shared_experts > 0) {
+      XPD_ASSIGN_OR_RETURN(w.moe.shared,
+                           Mlp(prefix + "mlp.shared_experts",
+                               config.n_shared_experts * config.moe_intermediate_size));
+    }
+    return w;
+  }
+
+  absl::StatusOr<MtpWeights> Mtp(int64_t layer, const LoadOptions& options,
+                                 const ModelWeights& main) const {
+    const std::string prefix = absl::StrCat("model.layers.", layer, ".");
+    const int64_t d = config.hidden_size, vocab = config.vocab_size;
+    MtpWeights m;
+    XPD_ASSIGN_OR_RETURN(m.enorm, Vector(prefix + "enorm.weight", d));
+    XPD_ASSIGN_OR_RETURN(m.hnorm, Vector(prefix + "hnorm.weight", d));
+    XPD_ASSIGN_OR_RETURN(m.eh_proj, Projection(prefix + "eh_proj", d, 2 * d));
+    XPD_ASSIGN_OR_RETURN(m.block, Layer(layer, options));
+    XPD_ASSIGN_OR_RETURN(m.head_norm, Vector(prefix + "shared_head.norm.weight", d));
+    // Embedding and head are shared with the main model (spec §4.1); checkpoints
+    // that drop the copies under the MTP layer use the main ones.
+    m.embed = main.embed;
+    if (checkpoint.Has(prefix + "embed_tokens.weight")) {
+      XPD_ASSIGN_OR_RETURN(m.embed, Matrix(prefix + "embed_tokens.weight", vocab, d, kFloatTypes));
+    }
+    m.head = main.lm_head;
+    if (checkpoint.Has(prefix + "shared_head.head.weight")) {
+      XPD_ASSIGN_OR_RETURN(m.head, Projection(prefix + "shared_head.head", vocab, d));
+    }
+    return m;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& checkpoint,
+                                              const LoadOptions& options) {
+  const ModelConfig& config = checkpoint.config();
+  const Loader loader{checkpoint, config, options.precision};
+  const int64_t d = config.hidden_size, vocab = config.vocab_size;
+  const int64_t total_layers =
+      config.num_hidden_layers + (options.load_mtp ? config.num_nextn_predict_layers : 0);
+  ModelWeights weights;
+  XPD_ASSIGN_OR_RETURN(weights.embed,
+                       loader.Matrix("model.embed_tokens.weight", vocab, d, kFloatTypes));
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    XPD_ASSIGN_OR_RETURN(DecoderLayerWeights w, loader.Layer(layer, options));
+    weights.layers.push_back(std::move(w));
+    if (options.progress) options.progress(layer + 1, total_layers);
+  }
+  XPD_ASSIGN_OR_RETURN(weights.final_norm, loader.Vector("model.norm.weight", d));
+  XPD_ASSIGN_OR_RETURN(weights.lm_head, loader.Projection("lm_head", vocab, d));
+  if (options.load_mtp) {
+    for (int64_t i = 0; i < config.num_nextn_predict_layers; ++i) {
+      const int64_t layer = config.num_hidden_layers + i;
+      XPD_ASSIGN_OR_RETURN(MtpWeights m, loader.Mtp(layer, options, weights));
+      weights.mtp.push_back(std::move(m));
+      if (options.progress) options.progress(layer + 1, total_layers);
+    }
+  }
+  return weights;
+}
+
+}  // namespace xpd::model

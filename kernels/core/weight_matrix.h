@@ -1,0 +1,29 @@
+// A read-only view of a linear layer's weight, in the layout checkpoints use.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/core/dtype.h"
+
+namespace xpd::kernels {
+
+// Row-major [rows, cols] = [out_features, in_features]; y = x * W^T.
+// F8_E4M3 weights carry block scales (`weight_scale_inv` in checkpoints):
+// W[r, c] = f8(data[r, c]) * block_scales[r / block_rows, c / block_cols], with
+// scale grid [ceil(rows / block_rows), ceil(cols / block_cols)] row-major;
+// edge blocks may be partial. The view never owns memory (data may be mmap'ed).
+struct WeightMatrix {
+  DType dtype = DType::kBF16;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  const float* block_scales = nullptr;  // F8_E4M3 only
+  int32_t block_rows = 128;
+  int32_t block_cols = 128;
+
+  int64_t scale_cols() const { return (cols + block_cols - 1) / block_cols; }
+  // Exact weight value as float (the reference definition every kernel must match).
+  float At(int64_t r, int64_t c) const;
+};
+
+}  // namespace xpd::kernels

@@ -1,0 +1,37 @@
+// What every model-running command shares: open a checkpoint directory, pick
+// the compute precision and thread count from flags, build the backend, load
+// the weights with progress on stderr, and size a KV pool.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/model/checkpoint.h"
+#include "common/model/deepseek_model.h"
+#include "common/runtime/latent_kv_pool.h"
+#include "kernels/backend/backend.h"
+#include "services/cli/command_flags.h"
+
+namespace xpd::cli {
+
+struct ModelSession {
+  std::unique_ptr<model::Checkpoint> checkpoint;
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<model::DeepSeekModel> model;
+  std::unique_ptr<runtime::LatentKvPool> pool;
+};
+
+struct ModelSessionOptions {
+  bool load_mtp = false;
+  int64_t kv_tokens = 0;  // capacity of the KV pool in tokens (all sequences together)
+};
+
+// Flags read: --model DIR (required), --compute f32|bf16, --threads N.
+absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
+                                              const ModelSessionOptions& options);
+
+// Value and switch flags every model command accepts.
+inline const std::set<std::string> kModelValueFlags = {"model", "compute", "threads"};
+
+}  // namespace xpd::cli

@@ -1,0 +1,41 @@
+// `xpd`: the single command-line entry point. Each subcommand lives in its own
+// file; this only dispatches.
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "services/cli/commands.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: xpd <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  generate     generate tokens from a prompt of token ids\n"
+    "  logits       write a prompt's logits (or MTP logits) as .npy\n"
+    "  bench        measure prefill/decode throughput and memory\n"
+    "  dummy-model  write a checkpoint of deterministic random (dummy) weights\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using Command = int (*)(const std::vector<std::string>&);
+  const std::map<std::string, Command> commands = {
+      {"generate", xpd::cli::RunGenerateCommand},
+      {"logits", xpd::cli::RunLogitsCommand},
+      {"bench", xpd::cli::RunBenchCommand},
+      {"dummy-model", xpd::cli::RunDummyModelCommand},
+  };
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::cerr << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  auto it = commands.find(argv[1]);
+  if (it == commands.end()) {
+    std::cerr << "xpd: unknown command '" << argv[1] << "'\n\n" << kUsage;
+    return 2;
+  }
+  return it->second(std::vector<std::string>(argv + 2, argv + argc));
+}

@@ -1,0 +1,112 @@
+// The stable `xpd` command lines, run as real processes against the
+// dsv3-tiny fixtures: outputs are compared with DeepSeek's reference values.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "common/base/npy.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace {
+
+constexpr char kFixtures[] = "tests/fixtures/dsv3-tiny";
+
+struct ProcessResult {
+  int exit_code = -1;
+  std::string out;  // stdout only; stderr goes to the test log
+};
+
+ProcessResult RunXpd(const std::string& args) {
+  ProcessResult run;
+  const std::string command = std::string(XPD_BINARY) + " " + args;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+std::string TokensFlag(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  return s;
+}
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) / name).string();
+}
+
+TEST(XpdCliTest, GenerateMatchesReferenceGreedyTokens) {
+  const std::string dir = std::string(kFixtures) + "/expected/fp8/single_len7";
+  const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
+  const std::vector<int32_t> gen = xpd::base::ReadNpy(dir + "/gen_ids.npy")->i32;
+  ProcessResult run = RunXpd("generate --model " + std::string(kFixtures) + "/models/fp8-sharded --tokens " +
+                   TokensFlag(prompt) + " --max-tokens 8 --temperature 0 --ignore-eos");
+  ASSERT_EQ(run.exit_code, 0);
+  const nlohmann::json out = nlohmann::json::parse(run.out);
+  EXPECT_EQ(out, nlohmann::json({{"tokens", gen}}));
+}
+
+TEST(XpdCliTest, LogitsWritesPromptLogitsAsNpy) {
+  const std::string dir = std::string(kFixtures) + "/expected/bf16/single_len7";
+  const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
+  const std::string out = TempPath("logits.npy");
+  ProcessResult run = RunXpd("logits --model " + std::string(kFixtures) + "/models/bf16 --tokens " +
+                   TokensFlag(prompt) + " --out " + out);
+  ASSERT_EQ(run.exit_code, 0);
+  auto ours = xpd::base::ReadNpy(out);
+  auto want = xpd::base::ReadNpy(dir + "/prompt_logits.npy");
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  ASSERT_EQ(ours->shape, want->shape);
+  for (size_t i = 0; i < want->f32.size(); ++i) ASSERT_NEAR(ours->f32[i], want->f32[i], 1e-3) << i;
+}
+
+TEST(XpdCliTest, MtpLogitsMatchReference) {
+  const std::string dir = std::string(kFixtures) + "/expected/fp8-block16/single_len33";
+  const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
+  const std::string out = TempPath("mtp.npy");
+  ProcessResult run = RunXpd("logits --mtp --model " + std::string(kFixtures) + "/models/fp8-block16 " +
+                   "--tokens " + TokensFlag(prompt) + " --out " + out);
+  ASSERT_EQ(run.exit_code, 0);
+  auto ours = xpd::base::ReadNpy(out);
+  auto want = xpd::base::ReadNpy(dir + "/mtp_logits.npy");
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  ASSERT_EQ(ours->shape, want->shape);
+  for (size_t i = 0; i < want->f32.size(); ++i) ASSERT_NEAR(ours->f32[i], want->f32[i], 1e-3) << i;
+}
+
+TEST(XpdCliTest, Bf16ComputeRunsAndErrorsAreReported) {
+  const std::string model = std::string(kFixtures) + "/models/bf16";
+  EXPECT_EQ(RunXpd("generate --model " + model + " --tokens 1,2,3 --max-tokens 2 --temperature 0 "
+                   "--compute bf16").exit_code,
+            0);
+  // Token outside the vocabulary, unknown flag, bad compute mode, missing model: non-zero.
+  EXPECT_NE(RunXpd("generate --model " + model + " --tokens 1,99999 --max-tokens 2").exit_code, 0);
+  EXPECT_EQ(RunXpd("generate --model " + model + " --tokens 1 --bogus 3").exit_code, 2);
+  EXPECT_EQ(RunXpd("logits --model " + model + " --tokens 1 --out x.npy --compute f16").exit_code,
+            2);
+  EXPECT_NE(RunXpd("generate --model /nonexistent --tokens 1").exit_code, 0);
+  EXPECT_EQ(RunXpd("frobnicate").exit_code, 2);
+}
+
+TEST(XpdCliTest, BenchPrintsRequiredJsonFields) {
+  ProcessResult run = RunXpd("bench --model " + std::string(kFixtures) +
+                   "/models/bf16 --prompt-tokens 16 --gen-tokens 4 --batch 2 --threads 2 "
+                   "--compute bf16 --format json");
+  ASSERT_EQ(run.exit_code, 0);
+  const nlohmann::json out = nlohmann::json::parse(run.out);
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes",
+                          "bandwidth_bytes_per_s"}) {
+    ASSERT_TRUE(out.contains(key)) << key;
+    EXPECT_GT(out[key].get<double>(), 0.0) << key;
+  }
+}
+
+}  // namespace

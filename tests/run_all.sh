@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs dependencies (Debian 12 packages), builds xpd and runs every test.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+.ci/install-deps
+build_dir=${XPD_BUILD_DIR:-build}
+jobs=${XPD_JOBS:-$(nproc)}
+
+( cd tests/fixtures/dsv3-tiny && sha256sum --quiet -c SHA256SUMS )
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$build_dir" -j "$jobs"
+ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900
