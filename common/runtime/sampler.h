@@ -12,10 +12,10 @@
 namespace xpd::runtime {
 
 struct SamplingParams {
-  float temperature = 1.0f;  // 0 = greedy (argmax, lowest id on ties)
-  int32_t top_k = 0;         // 0 = no limit
-  float top_p = 1.0f;        // (0, 1]; 1 = no limit
-  uint64_t seed = 0;         // same seed + same logits sequence = same tokens
+  float temperature = 1.0f;      // 0 = greedy (argmax, lowest id on ties)
+  int32_t top_k = 0;             // 0 = no limit
+  float top_p = 1.0f;            // (0, 1]; 1 = no limit
+  uint64_t seed = 0;             // same seed + same logits sequence = same tokens
   int32_t num_top_logprobs = 0;  // also report this many most likely tokens (0..20)
 };
 

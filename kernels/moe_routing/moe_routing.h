@@ -14,10 +14,10 @@ struct CUstream_st;  // cudaStream_t; declared here so CPU-only builds need no C
 namespace xpd::kernels {
 
 struct MoeRoutingArgs {
-  const float* logits = nullptr;   // [num_tokens, num_experts] router logits (f32)
-  const float* bias = nullptr;     // [num_experts] e_score_correction_bias; selection only
-  int32_t* expert_ids = nullptr;   // [num_tokens, top_k] out, descending biased score
-  float* expert_weights = nullptr; // [num_tokens, top_k] out, same order as expert_ids
+  const float* logits = nullptr;    // [num_tokens, num_experts] router logits (f32)
+  const float* bias = nullptr;      // [num_experts] e_score_correction_bias; selection only
+  int32_t* expert_ids = nullptr;    // [num_tokens, top_k] out, descending biased score
+  float* expert_weights = nullptr;  // [num_tokens, top_k] out, same order as expert_ids
   int32_t num_tokens = 0;
   int32_t num_experts = 256;
   int32_t num_groups = 8;
