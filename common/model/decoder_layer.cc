@@ -29,11 +29,19 @@ absl::Status RunDecoderLayer(const LayerContext& c, const DecoderLayerWeights& w
   const int64_t d = c.config.hidden_size;
   const float eps = static_cast<float>(c.config.rms_norm_eps);
   std::vector<float> x(c.rows * d);
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h, .weight = w.attention.input_norm.data(),
-                                         .y = x.data(), .rows = c.rows, .dim = d, .eps = eps}));
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h,
+                                         .weight = w.attention.input_norm.data(),
+                                         .y = x.data(),
+                                         .rows = c.rows,
+                                         .dim = d,
+                                         .eps = eps}));
   XPD_RETURN_IF_ERROR(RunAttentionBlock(c, w.attention, cache_layer, x.data(), h));
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h, .weight = w.post_attention_norm.data(),
-                                         .y = x.data(), .rows = c.rows, .dim = d, .eps = eps}));
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h,
+                                         .weight = w.post_attention_norm.data(),
+                                         .y = x.data(),
+                                         .rows = c.rows,
+                                         .dim = d,
+                                         .eps = eps}));
   return RunFfnBlock(c, w, x.data(), h);
 }
 

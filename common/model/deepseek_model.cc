@@ -26,9 +26,9 @@ absl::Status LayOutBatch(const ModelConfig& config, const kernels::PagedLatentCa
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": no tokens"));
     }
     if (step.start < 0 || end > config.max_position_embeddings) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("sequence ", s, ": positions [", step.start, ", ", end,
-                       ") exceed max_position_embeddings ", config.max_position_embeddings));
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": positions [", step.start,
+                                                     ", ", end, ") exceed max_position_embeddings ",
+                                                     config.max_position_embeddings));
     }
     if (static_cast<int64_t>(step.block_table.size()) * cache.block_size < end) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s, ": block table of ",
@@ -131,14 +131,13 @@ absl::Status DeepSeekModel::Forward(const ForwardBatch& batch,
                                          .rows = n_out,
                                          .dim = d,
                                          .eps = eps}));
-  return Project(context, weights_.lm_head.matrix, output->hidden.data(), d,
-                 output->logits.data(), 0, n_out);
+  return Project(context, weights_.lm_head.matrix, output->hidden.data(), d, output->logits.data(),
+                 0, n_out);
 }
 
 absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequences,
                                        const kernels::PagedLatentCache& cache,
-                                       std::vector<float>* logits,
-                                       RoutingTrace* routing) const {
+                                       std::vector<float>* logits, RoutingTrace* routing) const {
   if (weights_.mtp.empty()) {
     return absl::FailedPreconditionError("the model has no MTP module loaded");
   }
@@ -166,12 +165,20 @@ absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequence
       std::memcpy(&hidden[row * d], mtp_sequences[s].hidden + i * d, sizeof(float) * d);
     }
   }
-  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = embedded.data(), .weight = mtp.enorm.data(),
-                                         .y = z.data(), .y_stride = 2 * d, .rows = rows,
-                                         .dim = d, .eps = eps}));
-  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = hidden.data(), .weight = mtp.hnorm.data(),
-                                         .y = z.data() + d, .y_stride = 2 * d, .rows = rows,
-                                         .dim = d, .eps = eps}));
+  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = embedded.data(),
+                                         .weight = mtp.enorm.data(),
+                                         .y = z.data(),
+                                         .y_stride = 2 * d,
+                                         .rows = rows,
+                                         .dim = d,
+                                         .eps = eps}));
+  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = hidden.data(),
+                                         .weight = mtp.hnorm.data(),
+                                         .y = z.data() + d,
+                                         .y_stride = 2 * d,
+                                         .rows = rows,
+                                         .dim = d,
+                                         .eps = eps}));
   const LayerContext context{.config = config_,
                              .backend = *backend_,
                              .precision = precision_,
@@ -186,8 +193,12 @@ absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequence
   XPD_RETURN_IF_ERROR(Project(context, mtp.eh_proj.matrix, z.data(), 2 * d, x.data(), d, rows));
   XPD_RETURN_IF_ERROR(RunDecoderLayer(context, mtp.block,
                                       static_cast<int32_t>(config_.num_hidden_layers), x.data()));
-  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = x.data(), .weight = mtp.head_norm.data(),
-                                         .y = x.data(), .rows = rows, .dim = d, .eps = eps}));
+  XPD_RETURN_IF_ERROR(backend_->RmsNorm({.x = x.data(),
+                                         .weight = mtp.head_norm.data(),
+                                         .y = x.data(),
+                                         .rows = rows,
+                                         .dim = d,
+                                         .eps = eps}));
   logits->assign(rows * config_.vocab_size, 0.0f);
   return Project(context, mtp.head.matrix, x.data(), d, logits->data(), 0, rows);
 }

@@ -38,8 +38,8 @@ struct RoutingTrace {
 
 struct ForwardOutput {
   // Rows in sequence order; for each sequence, the rows its LogitsRows asked for.
-  std::vector<float> logits;  // [num_rows, vocab]
-  std::vector<float> hidden;  // [num_rows, hidden]: post final norm (the MTP input)
+  std::vector<float> logits;       // [num_rows, vocab]
+  std::vector<float> hidden;       // [num_rows, hidden]: post final norm (the MTP input)
   std::vector<int64_t> first_row;  // per sequence: index of its first output row
   int64_t num_rows = 0;
   RoutingTrace* routing = nullptr;  // filled when set by the caller

@@ -43,16 +43,16 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
                   sizeof(float) * rope);
     }
   }
-  XPD_RETURN_IF_ERROR(c.backend.LatentAttention({.q = q_latent.data(),
-                                                 .out = o_latent.data(),
-                                                 .cache = c.cache,
-                                                 .layer = layer,
-                                                 .heads = static_cast<int32_t>(heads),
-                                                 .kv_rank = static_cast<int32_t>(rank),
-                                                 .rope_dim = static_cast<int32_t>(rope),
-                                                 .softmax_scale =
-                                                     static_cast<float>(cfg.SoftmaxScale()),
-                                                 .sequences = sequences}));
+  XPD_RETURN_IF_ERROR(
+      c.backend.LatentAttention({.q = q_latent.data(),
+                                 .out = o_latent.data(),
+                                 .cache = c.cache,
+                                 .layer = layer,
+                                 .heads = static_cast<int32_t>(heads),
+                                 .kv_rank = static_cast<int32_t>(rank),
+                                 .rope_dim = static_cast<int32_t>(rope),
+                                 .softmax_scale = static_cast<float>(cfg.SoftmaxScale()),
+                                 .sequences = sequences}));
   for (int64_t h = 0; h < heads; ++h) {
     XPD_RETURN_IF_ERROR(Project(c, RowSlice(w.uv.matrix, h * v, v), o_latent.data() + h * rank,
                                 heads * rank, o + h * v, heads * v, c.rows));
@@ -62,8 +62,8 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
 
 // o[rows of MHA sequences]: keys/values of all visible positions come from
 // the latent cache through kv_b_proj (so a cached prefix works the same way).
-absl::Status MhaPart(const LayerContext& c, const AttentionWeights& w, int32_t layer, const float* q,
-                     std::vector<AttentionSequence> sequences, float* o) {
+absl::Status MhaPart(const LayerContext& c, const AttentionWeights& w, int32_t layer,
+                     const float* q, std::vector<AttentionSequence> sequences, float* o) {
   const ModelConfig& cfg = c.config;
   const int64_t heads = cfg.num_attention_heads, rank = cfg.kv_lora_rank;
   const int64_t width = cfg.latent_dim(), kv_width = cfg.qk_nope_head_dim + cfg.v_head_dim;
@@ -105,8 +105,11 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
   // Query path: x -> q_a -> norm -> q_b, rope on each head's last channels.
   std::vector<float> cq(n * cfg.q_lora_rank), q(n * heads * dq);
   XPD_RETURN_IF_ERROR(Project(c, w.q_a.matrix, x, d, cq.data(), 0, n));
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq.data(), .weight = w.q_a_norm.data(),
-                                         .y = cq.data(), .rows = n, .dim = cfg.q_lora_rank,
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq.data(),
+                                         .weight = w.q_a_norm.data(),
+                                         .y = cq.data(),
+                                         .rows = n,
+                                         .dim = cfg.q_lora_rank,
                                          .eps = eps}));
   XPD_RETURN_IF_ERROR(Project(c, w.q_b.matrix, cq.data(), 0, q.data(), 0, n));
   XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = q.data() + cfg.qk_nope_head_dim,
@@ -121,9 +124,14 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
   // Key/value path: the latent [norm(c_kv) | rope(k_pe)] is what the cache keeps.
   std::vector<float> kv(n * width);
   XPD_RETURN_IF_ERROR(Project(c, w.kv_a.matrix, x, d, kv.data(), 0, n));
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv.data(), .x_stride = width,
-                                         .weight = w.kv_a_norm.data(), .y = kv.data(),
-                                         .y_stride = width, .rows = n, .dim = rank, .eps = eps}));
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv.data(),
+                                         .x_stride = width,
+                                         .weight = w.kv_a_norm.data(),
+                                         .y = kv.data(),
+                                         .y_stride = width,
+                                         .rows = n,
+                                         .dim = rank,
+                                         .eps = eps}));
   XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = kv.data() + rank,
                                            .row_stride = width,
                                            .head_stride = 0,

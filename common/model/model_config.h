@@ -56,7 +56,7 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 0;
-  std::optional<RopeScaling> rope_scaling;  // absent = plain RoPE
+  std::optional<RopeScaling> rope_scaling;      // absent = plain RoPE
   std::optional<Fp8Quantization> quantization;  // present when quantization_config is fp8
   int64_t bos_token_id = 0;
   int64_t eos_token_id = 1;

@@ -54,7 +54,7 @@ struct DecoderLayerWeights {
   MoeWeights moe;    // when is_moe
 };
 
-struct MtpWeights {  // one multi-token-prediction module (spec §4)
+struct MtpWeights {                 // one multi-token-prediction module (spec §4)
   std::vector<float> enorm, hnorm;  // [D]
   Linear eh_proj;                   // [D, 2D]: embedding columns first
   DecoderLayerWeights block;

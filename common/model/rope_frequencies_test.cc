@@ -34,7 +34,8 @@ TEST(RopeFrequenciesTest, PlainRopeWithoutScaling) {
   config.rope_scaling.reset();
   const std::vector<float> inv_freq = RopeInverseFrequencies(config);
   for (int i = 0; i < 32; ++i) {
-    EXPECT_NEAR(inv_freq[i], std::pow(10000.0, -2.0 * i / 64.0), 1e-6 * std::pow(10000.0, -2.0 * i / 64.0) + 1e-12);
+    EXPECT_NEAR(inv_freq[i], std::pow(10000.0, -2.0 * i / 64.0),
+                1e-6 * std::pow(10000.0, -2.0 * i / 64.0) + 1e-12);
   }
 }
 
