@@ -44,20 +44,17 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::Generate(
     const int64_t total = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
     if (total > config.max_position_embeddings) {
       return absl::InvalidArgumentError(
-          absl::StrCat("request ", i, ": prompt + max_tokens = ", total,
-                       " exceeds the context of ", config.max_position_embeddings));
+          absl::StrCat("request ", i, ": prompt + max_tokens = ", total, " exceeds the context of ",
+                       config.max_position_embeddings));
     }
     XPD_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
-    running.push_back({.request = &request,
-                       .blocks = {},
-                       .sampler = Sampler(request.sampling),
-                       .result = {}});
+    running.push_back(
+        {.request = &request, .blocks = {}, .sampler = Sampler(request.sampling), .result = {}});
     XPD_RETURN_IF_ERROR(pool_.Reserve(total, &running.back().blocks));
   }
 
   auto accept = [&](Running& r, const float* logits) {
-    const SampledToken token =
-        r.sampler.Sample(std::span<const float>(logits, config.vocab_size));
+    const SampledToken token = r.sampler.Sample(std::span<const float>(logits, config.vocab_size));
     r.result.tokens.push_back(token.token);
     r.result.logprobs.push_back(token.logprob);
     const auto& stops = r.request->stop_token_ids;
@@ -74,8 +71,7 @@ absl::StatusOr<std::vector<GenerateResult>> Generator::Generate(
   auto start = std::chrono::steady_clock::now();
   model::ForwardBatch prefill;
   for (Running& r : running) {
-    prefill.sequences.push_back(
-        {.tokens = r.request->prompt, .start = 0, .block_table = r.blocks});
+    prefill.sequences.push_back({.tokens = r.request->prompt, .start = 0, .block_table = r.blocks});
     r.length = static_cast<int64_t>(r.request->prompt.size());
   }
   model::ForwardOutput output;

@@ -8,8 +8,9 @@ absl::StatusOr<std::unique_ptr<LatentKvPool>> LatentKvPool::Create(
     const LatentKvPoolOptions& options) {
   if (options.num_layers <= 0 || options.latent_dim <= 0 || options.block_size <= 0 ||
       options.num_blocks <= 0 || options.num_blocks > INT32_MAX) {
-    return absl::InvalidArgumentError("LatentKvPool: layers, latent_dim, block_size and "
-                                      "num_blocks must be positive");
+    return absl::InvalidArgumentError(
+        "LatentKvPool: layers, latent_dim, block_size and "
+        "num_blocks must be positive");
   }
   auto pool = std::unique_ptr<LatentKvPool>(new LatentKvPool());
   pool->cache_ = {.num_layers = options.num_layers,
@@ -41,9 +42,8 @@ int64_t LatentKvPool::bytes() const { return cache_.block_elements() * num_block
 absl::Status LatentKvPool::Allocate(int64_t count, std::vector<int32_t>* table) {
   absl::MutexLock lock(&mutex_);
   if (count > static_cast<int64_t>(free_.size())) {
-    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: need ", count,
-                                                     " blocks, ", free_.size(), " free of ",
-                                                     num_blocks_));
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache full: need ", count, " blocks, ",
+                                                     free_.size(), " free of ", num_blocks_));
   }
   for (int64_t i = 0; i < count; ++i) {
     table->push_back(free_.back());

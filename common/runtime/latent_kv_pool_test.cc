@@ -8,8 +8,8 @@ namespace xpd::runtime {
 namespace {
 
 TEST(LatentKvPoolTest, AllocatesDistinctBlocksAndFreesThem) {
-  auto pool = LatentKvPool::Create({.num_layers = 2, .latent_dim = 8, .block_size = 4,
-                                    .num_blocks = 5});
+  auto pool =
+      LatentKvPool::Create({.num_layers = 2, .latent_dim = 8, .block_size = 4, .num_blocks = 5});
   ASSERT_TRUE(pool.ok()) << pool.status();
   std::vector<int32_t> a, b;
   ASSERT_TRUE((*pool)->Reserve(9, &a).ok());  // 3 blocks for 9 tokens of 4
@@ -26,8 +26,8 @@ TEST(LatentKvPoolTest, AllocatesDistinctBlocksAndFreesThem) {
 }
 
 TEST(LatentKvPoolTest, FullPoolIsResourceExhaustedAndUnchanged) {
-  auto pool = LatentKvPool::Create({.num_layers = 1, .latent_dim = 4, .block_size = 2,
-                                    .num_blocks = 2});
+  auto pool =
+      LatentKvPool::Create({.num_layers = 1, .latent_dim = 4, .block_size = 2, .num_blocks = 2});
   ASSERT_TRUE(pool.ok());
   std::vector<int32_t> table;
   absl::Status status = (*pool)->Reserve(5, &table);
@@ -37,8 +37,8 @@ TEST(LatentKvPoolTest, FullPoolIsResourceExhaustedAndUnchanged) {
 }
 
 TEST(LatentKvPoolTest, RowsOfDifferentBlocksAndLayersDoNotOverlap) {
-  auto pool = LatentKvPool::Create({.num_layers = 3, .latent_dim = 4, .block_size = 2,
-                                    .num_blocks = 4});
+  auto pool =
+      LatentKvPool::Create({.num_layers = 3, .latent_dim = 4, .block_size = 2, .num_blocks = 4});
   ASSERT_TRUE(pool.ok());
   const kernels::PagedLatentCache& cache = (*pool)->cache();
   const int32_t table[] = {3, 1};

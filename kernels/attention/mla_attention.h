@@ -18,9 +18,9 @@
 namespace xpd::kernels {
 
 struct AttentionSequence {
-  int64_t query_row = 0;   // first row of this sequence's queries in q/out
+  int64_t query_row = 0;  // first row of this sequence's queries in q/out
   int32_t num_queries = 0;
-  int64_t start = 0;       // position of its first query
+  int64_t start = 0;                     // position of its first query
   const int32_t* block_table = nullptr;  // latent form only
   // MHA form only: rows [0, start + num_queries) of keys for this sequence.
   const float* kv = nullptr;    // [T, heads, nope_dim + v_dim]: k_nope then v per head

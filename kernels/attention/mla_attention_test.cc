@@ -27,7 +27,9 @@ TEST(MlaAttentionTest, LatentAndMhaFormsMatchBruteForce) {
   const float scale = 0.3f;
   // Paged cache with a scrambled block table.
   std::vector<float> pool(8 * kLayers * kBlock * (kRank + kRope), 0.0f);
-  PagedLatentCache cache{.pool = pool.data(), .num_layers = kLayers, .block_size = kBlock,
+  PagedLatentCache cache{.pool = pool.data(),
+                         .num_layers = kLayers,
+                         .block_size = kBlock,
                          .latent_dim = kRank + kRope};
   const int32_t table[] = {5, 2};
   const int layer = 1;
@@ -54,14 +56,23 @@ TEST(MlaAttentionTest, LatentAndMhaFormsMatchBruteForce) {
       }
     }
   }
-  AttentionSequence seq{.query_row = 0, .num_queries = queries, .start = start,
-                        .block_table = table, .kv = kv.data(), .k_pe = latent.data() + kRank,
+  AttentionSequence seq{.query_row = 0,
+                        .num_queries = queries,
+                        .start = start,
+                        .block_table = table,
+                        .kv = kv.data(),
+                        .k_pe = latent.data() + kRank,
                         .k_pe_stride = kRank + kRope};
   std::vector<float> mha_out(queries * kHeads * kV);
   ThreadPool pool2(2);
-  ASSERT_TRUE(MhaAttention({.q = q.data(), .out = mha_out.data(), .heads = kHeads,
-                            .nope_dim = kNope, .rope_dim = kRope, .v_dim = kV,
-                            .softmax_scale = scale, .sequences = {&seq, 1}},
+  ASSERT_TRUE(MhaAttention({.q = q.data(),
+                            .out = mha_out.data(),
+                            .heads = kHeads,
+                            .nope_dim = kNope,
+                            .rope_dim = kRope,
+                            .v_dim = kV,
+                            .softmax_scale = scale,
+                            .sequences = {&seq, 1}},
                            &pool2)
                   .ok());
 
@@ -80,9 +91,14 @@ TEST(MlaAttentionTest, LatentAndMhaFormsMatchBruteForce) {
     }
   }
   std::vector<float> latent_out(queries * kHeads * kRank);
-  ASSERT_TRUE(LatentAttention({.q = q_latent.data(), .out = latent_out.data(), .cache = cache,
-                               .layer = layer, .heads = kHeads, .kv_rank = kRank,
-                               .rope_dim = kRope, .softmax_scale = scale,
+  ASSERT_TRUE(LatentAttention({.q = q_latent.data(),
+                               .out = latent_out.data(),
+                               .cache = cache,
+                               .layer = layer,
+                               .heads = kHeads,
+                               .kv_rank = kRank,
+                               .rope_dim = kRope,
+                               .softmax_scale = scale,
                                .sequences = {&seq, 1}},
                               nullptr)
                   .ok());
@@ -113,8 +129,8 @@ TEST(MlaAttentionTest, LatentAndMhaFormsMatchBruteForce) {
           want += p[t] / sum * kv[(t * kHeads + h) * (kNope + kV) + kNope + d];
         }
         for (int c = 0; c < kRank; ++c) {
-          from_latent += double(w_uv[(h * kV + d) * kRank + c]) *
-                         latent_out[(i * kHeads + h) * kRank + c];
+          from_latent +=
+              double(w_uv[(h * kV + d) * kRank + c]) * latent_out[(i * kHeads + h) * kRank + c];
         }
         EXPECT_NEAR(mha_out[(i * kHeads + h) * kV + d], want, 1e-4) << i << " " << h << " " << d;
         EXPECT_NEAR(from_latent, want, 1e-4) << i << " " << h << " " << d;
@@ -127,10 +143,10 @@ TEST(MlaAttentionTest, RejectsMismatchedDims) {
   std::vector<float> pool(64);
   PagedLatentCache cache{.pool = pool.data(), .num_layers = 1, .block_size = 4, .latent_dim = 8};
   float q[8], out[8];
-  EXPECT_FALSE(LatentAttention({.q = q, .out = out, .cache = cache, .heads = 1, .kv_rank = 5,
-                                .rope_dim = 2},
-                               nullptr)
-                   .ok());
+  EXPECT_FALSE(
+      LatentAttention({.q = q, .out = out, .cache = cache, .heads = 1, .kv_rank = 5, .rope_dim = 2},
+                      nullptr)
+          .ok());
 }
 
 }  // namespace

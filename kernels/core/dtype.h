@@ -11,7 +11,7 @@ namespace xpd::kernels {
 enum class DType : uint8_t { kF32, kBF16, kF8E4M3 };
 
 const char* DTypeName(DType dtype);  // "F32", "BF16", "F8_E4M3" (safetensors spelling)
-int DTypeSize(DType dtype);               // bytes per element
+int DTypeSize(DType dtype);          // bytes per element
 
 inline float Bf16ToF32(uint16_t bits) { return std::bit_cast<float>(uint32_t{bits} << 16); }
 

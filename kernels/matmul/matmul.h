@@ -18,11 +18,11 @@ enum class Precision : uint8_t {
 enum class OutputMode : uint8_t { kOverwrite, kAccumulate };  // y = ... or y += ...
 
 struct MatMulArgs {
-  const float* x = nullptr;  // [m, k] with row stride x_stride
-  int64_t x_stride = 0;      // elements; 0 means k
+  const float* x = nullptr;         // [m, k] with row stride x_stride
+  int64_t x_stride = 0;             // elements; 0 means k
   const WeightMatrix* w = nullptr;  // [n, k]
-  float* y = nullptr;        // [m, n] with row stride y_stride
-  int64_t y_stride = 0;      // elements; 0 means n
+  float* y = nullptr;               // [m, n] with row stride y_stride
+  int64_t y_stride = 0;             // elements; 0 means n
   int64_t m = 0;
   Precision precision = Precision::kF32;
   OutputMode output = OutputMode::kOverwrite;

@@ -11,11 +11,11 @@ namespace xpd::kernels {
 
 // y[r] = weight * (x[r] * rsqrt(mean(x[r]^2) + eps)), in f32. x and y may alias.
 struct RmsNormArgs {
-  const float* x = nullptr;  // [rows, dim], row stride x_stride
-  int64_t x_stride = 0;      // 0 means dim
+  const float* x = nullptr;       // [rows, dim], row stride x_stride
+  int64_t x_stride = 0;           // 0 means dim
   const float* weight = nullptr;  // [dim]
-  float* y = nullptr;        // [rows, dim], row stride y_stride
-  int64_t y_stride = 0;      // 0 means dim
+  float* y = nullptr;             // [rows, dim], row stride y_stride
+  int64_t y_stride = 0;           // 0 means dim
   int64_t rows = 0;
   int64_t dim = 0;
   float eps = 1e-6f;
@@ -26,12 +26,12 @@ absl::Status RmsNorm(const RmsNormArgs& args);
 // angle positions[row] * inv_freq[i] (the checkpoint's interleaved layout).
 // Each row holds `heads` vectors of rope_dim channels spaced `head_stride` apart.
 struct RopeArgs {
-  float* x = nullptr;              // first rope channel of row 0, head 0
+  float* x = nullptr;  // first rope channel of row 0, head 0
   int64_t row_stride = 0;
   int64_t head_stride = 0;
   int32_t heads = 1;
   int64_t rows = 0;
-  int32_t rope_dim = 0;            // even
+  int32_t rope_dim = 0;                // even
   const int64_t* positions = nullptr;  // [rows]
   const float* inv_freq = nullptr;     // [rope_dim / 2]
 };
@@ -43,7 +43,7 @@ struct SiluMulArgs {
   const float* gate = nullptr;  // [rows, dim], row stride in_stride
   const float* up = nullptr;    // [rows, dim], row stride in_stride
   int64_t in_stride = 0;
-  float* out = nullptr;         // [rows, dim], row stride out_stride
+  float* out = nullptr;  // [rows, dim], row stride out_stride
   int64_t out_stride = 0;
   int64_t rows = 0;
   int64_t dim = 0;

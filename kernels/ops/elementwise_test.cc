@@ -20,8 +20,14 @@ std::vector<float> Random(size_t n, uint32_t seed) {
 TEST(RmsNormTest, MatchesDoublePrecisionFormulaWithStrides) {
   const int64_t rows = 3, dim = 37, stride = 40;
   std::vector<float> x = Random(rows * stride, 1), w = Random(dim, 2), y(rows * stride, 0.0f);
-  ASSERT_TRUE(RmsNorm({.x = x.data(), .x_stride = stride, .weight = w.data(), .y = y.data(),
-                       .y_stride = stride, .rows = rows, .dim = dim, .eps = 1e-6f})
+  ASSERT_TRUE(RmsNorm({.x = x.data(),
+                       .x_stride = stride,
+                       .weight = w.data(),
+                       .y = y.data(),
+                       .y_stride = stride,
+                       .rows = rows,
+                       .dim = dim,
+                       .eps = 1e-6f})
                   .ok());
   for (int64_t r = 0; r < rows; ++r) {
     double sum = 0;
@@ -39,8 +45,13 @@ TEST(ApplyRopeTest, RotatesAdjacentPairsPerHead) {
   const int64_t positions[] = {0, 5, 1000};
   const float inv_freq[] = {1.0f, 0.01f};
   // Each row: 2 heads of 6 channels, rope on channels 2..5 of each head.
-  ASSERT_TRUE(ApplyRope({.x = x.data() + 2, .row_stride = heads * 6, .head_stride = 6,
-                         .heads = heads, .rows = 3, .rope_dim = dim, .positions = positions,
+  ASSERT_TRUE(ApplyRope({.x = x.data() + 2,
+                         .row_stride = heads * 6,
+                         .head_stride = 6,
+                         .heads = heads,
+                         .rows = 3,
+                         .rope_dim = dim,
+                         .positions = positions,
                          .inv_freq = inv_freq})
                   .ok());
   for (int r = 0; r < 3; ++r) {
@@ -61,8 +72,13 @@ TEST(ApplyRopeTest, RotatesAdjacentPairsPerHead) {
 
 TEST(SiluMulTest, ComputesSiluOfGateTimesUp) {
   std::vector<float> gate = Random(10, 4), up = Random(10, 5), out(10);
-  ASSERT_TRUE(SiluMul({.gate = gate.data(), .up = up.data(), .in_stride = 5, .out = out.data(),
-                       .out_stride = 5, .rows = 2, .dim = 5})
+  ASSERT_TRUE(SiluMul({.gate = gate.data(),
+                       .up = up.data(),
+                       .in_stride = 5,
+                       .out = out.data(),
+                       .out_stride = 5,
+                       .rows = 2,
+                       .dim = 5})
                   .ok());
   for (int i = 0; i < 10; ++i) {
     const double g = gate[i];

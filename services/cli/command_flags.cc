@@ -22,7 +22,8 @@ absl::StatusOr<CommandFlags> CommandFlags::Parse(const std::vector<std::string>&
       name = name.substr(0, eq);
     }
     if (switch_flags.count(name)) {
-      if (value) return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
+      if (value)
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " takes no value"));
       flags.values_[name] = "true";
     } else if (value_flags.count(name)) {
       if (!value) {

@@ -34,8 +34,7 @@ absl::Status RunGenerate(const std::vector<std::string>& args) {
   const int64_t length = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
   XPD_ASSIGN_OR_RETURN(ModelSession session, OpenModelSession(flags, {.kv_tokens = length}));
   runtime::Generator generator(*session.model, *session.pool);
-  XPD_ASSIGN_OR_RETURN(std::vector<runtime::GenerateResult> results,
-                       generator.Generate({request}));
+  XPD_ASSIGN_OR_RETURN(std::vector<runtime::GenerateResult> results, generator.Generate({request}));
   nlohmann::json out = {{"tokens", results[0].tokens}};
   if (flags.Has("logprobs")) out["logprobs"] = results[0].logprobs;
   std::cout << out.dump() << "\n";

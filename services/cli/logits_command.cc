@@ -40,10 +40,8 @@ absl::Status RunLogits(const std::vector<std::string>& args) {
   std::vector<int32_t> blocks;
   XPD_RETURN_IF_ERROR(session.pool->Reserve(count, &blocks));
   model::ForwardBatch batch;
-  batch.sequences.push_back({.tokens = tokens,
-                             .start = 0,
-                             .block_table = blocks,
-                             .logits = model::LogitsRows::kAll});
+  batch.sequences.push_back(
+      {.tokens = tokens, .start = 0, .block_table = blocks, .logits = model::LogitsRows::kAll});
   model::ForwardOutput output;
   XPD_RETURN_IF_ERROR(session.model->Forward(batch, session.pool->cache(), &output));
   const std::vector<int64_t> shape = {count, config.vocab_size};

@@ -35,8 +35,8 @@ absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
     std::cerr << absl::StrFormat("\rloading layers %d/%d", done, total) << std::flush;
   };
   session.backend = kernels::MakeCpuBackend(static_cast<int>(threads));
-  XPD_ASSIGN_OR_RETURN(session.model,
-                       model::DeepSeekModel::Load(*session.checkpoint, load, session.backend.get()));
+  XPD_ASSIGN_OR_RETURN(
+      session.model, model::DeepSeekModel::Load(*session.checkpoint, load, session.backend.get()));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cerr << absl::StrFormat("\rloaded %s in %.2fs on %s\n", dir, seconds,
@@ -45,13 +45,12 @@ absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
   const model::ModelConfig& config = session.model->config();
   constexpr int32_t kBlockSize = 64;
   XPD_ASSIGN_OR_RETURN(
-      session.pool,
-      runtime::LatentKvPool::Create(
-          {.num_layers = session.model->cache_layers(),
-           .latent_dim = static_cast<int32_t>(config.latent_dim()),
-           .block_size = kBlockSize,
-           .num_blocks = std::max<int64_t>(1, runtime::LatentKvPool::BlocksFor(
-                                                  options.kv_tokens, kBlockSize))}));
+      session.pool, runtime::LatentKvPool::Create(
+                        {.num_layers = session.model->cache_layers(),
+                         .latent_dim = static_cast<int32_t>(config.latent_dim()),
+                         .block_size = kBlockSize,
+                         .num_blocks = std::max<int64_t>(
+                             1, runtime::LatentKvPool::BlocksFor(options.kv_tokens, kBlockSize))}));
   return session;
 }
 

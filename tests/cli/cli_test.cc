@@ -47,8 +47,9 @@ TEST(XpdCliTest, GenerateMatchesReferenceGreedyTokens) {
   const std::string dir = std::string(kFixtures) + "/expected/fp8/single_len7";
   const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
   const std::vector<int32_t> gen = xpd::base::ReadNpy(dir + "/gen_ids.npy")->i32;
-  ProcessResult run = RunXpd("generate --model " + std::string(kFixtures) + "/models/fp8-sharded --tokens " +
-                   TokensFlag(prompt) + " --max-tokens 8 --temperature 0 --ignore-eos");
+  ProcessResult run =
+      RunXpd("generate --model " + std::string(kFixtures) + "/models/fp8-sharded --tokens " +
+             TokensFlag(prompt) + " --max-tokens 8 --temperature 0 --ignore-eos");
   ASSERT_EQ(run.exit_code, 0);
   const nlohmann::json out = nlohmann::json::parse(run.out);
   EXPECT_EQ(out, nlohmann::json({{"tokens", gen}}));
@@ -59,7 +60,7 @@ TEST(XpdCliTest, LogitsWritesPromptLogitsAsNpy) {
   const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
   const std::string out = TempPath("logits.npy");
   ProcessResult run = RunXpd("logits --model " + std::string(kFixtures) + "/models/bf16 --tokens " +
-                   TokensFlag(prompt) + " --out " + out);
+                             TokensFlag(prompt) + " --out " + out);
   ASSERT_EQ(run.exit_code, 0);
   auto ours = xpd::base::ReadNpy(out);
   auto want = xpd::base::ReadNpy(dir + "/prompt_logits.npy");
@@ -72,8 +73,9 @@ TEST(XpdCliTest, MtpLogitsMatchReference) {
   const std::string dir = std::string(kFixtures) + "/expected/fp8-block16/single_len33";
   const std::vector<int32_t> prompt = xpd::base::ReadNpy(dir + "/prompt_ids.npy")->i32;
   const std::string out = TempPath("mtp.npy");
-  ProcessResult run = RunXpd("logits --mtp --model " + std::string(kFixtures) + "/models/fp8-block16 " +
-                   "--tokens " + TokensFlag(prompt) + " --out " + out);
+  ProcessResult run =
+      RunXpd("logits --mtp --model " + std::string(kFixtures) + "/models/fp8-block16 " +
+             "--tokens " + TokensFlag(prompt) + " --out " + out);
   ASSERT_EQ(run.exit_code, 0);
   auto ours = xpd::base::ReadNpy(out);
   auto want = xpd::base::ReadNpy(dir + "/mtp_logits.npy");
@@ -84,8 +86,10 @@ TEST(XpdCliTest, MtpLogitsMatchReference) {
 
 TEST(XpdCliTest, Bf16ComputeRunsAndErrorsAreReported) {
   const std::string model = std::string(kFixtures) + "/models/bf16";
-  EXPECT_EQ(RunXpd("generate --model " + model + " --tokens 1,2,3 --max-tokens 2 --temperature 0 "
-                   "--compute bf16").exit_code,
+  EXPECT_EQ(RunXpd("generate --model " + model +
+                   " --tokens 1,2,3 --max-tokens 2 --temperature 0 "
+                   "--compute bf16")
+                .exit_code,
             0);
   // Token outside the vocabulary, unknown flag, bad compute mode, missing model: non-zero.
   EXPECT_NE(RunXpd("generate --model " + model + " --tokens 1,99999 --max-tokens 2").exit_code, 0);
@@ -98,12 +102,12 @@ TEST(XpdCliTest, Bf16ComputeRunsAndErrorsAreReported) {
 
 TEST(XpdCliTest, BenchPrintsRequiredJsonFields) {
   ProcessResult run = RunXpd("bench --model " + std::string(kFixtures) +
-                   "/models/bf16 --prompt-tokens 16 --gen-tokens 4 --batch 2 --threads 2 "
-                   "--compute bf16 --format json");
+                             "/models/bf16 --prompt-tokens 16 --gen-tokens 4 --batch 2 --threads 2 "
+                             "--compute bf16 --format json");
   ASSERT_EQ(run.exit_code, 0);
   const nlohmann::json out = nlohmann::json::parse(run.out);
-  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes",
-                          "bandwidth_bytes_per_s"}) {
+  for (const char* key :
+       {"prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes", "bandwidth_bytes_per_s"}) {
     ASSERT_TRUE(out.contains(key)) << key;
     EXPECT_GT(out[key].get<double>(), 0.0) << key;
   }

@@ -39,8 +39,8 @@ TEST_P(Bf16ComputeTest, TeacherForcedWithinStatedBounds) {
     model::ForwardOutput out;
     ASSERT_TRUE(f.model->Forward(batch, f.pool->cache(), &out).ok());
     for (int64_t p = 0; p < static_cast<int64_t>(tokens.size()); ++p) {
-      const float* want = p < t ? &prompt_logits.f32[p * vocab]
-                                : &step_logits.f32[(p - t + 1) * vocab];
+      const float* want =
+          p < t ? &prompt_logits.f32[p * vocab] : &step_logits.f32[(p - t + 1) * vocab];
       const float* ours = &out.logits[p * vocab];
       ++positions;
       close += MaxAbsDiff(ours, want, vocab) <= 0.5f;
@@ -60,8 +60,7 @@ TEST_P(Bf16ComputeTest, TeacherForcedWithinStatedBounds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCheckpoints, Bf16ComputeTest,
-                         ::testing::Values("bf16", "fp8", "fp8-block16"),
-                         [](const auto& info) {
+                         ::testing::Values("bf16", "fp8", "fp8-block16"), [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) c = (c == '-') ? '_' : c;
                            return name;

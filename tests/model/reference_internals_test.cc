@@ -24,10 +24,8 @@ Prefill RunPrefill(FixtureModel& f, const std::vector<int32_t>& prompt,
   EXPECT_TRUE(f.pool->Reserve(prompt.size(), &p.blocks).ok());
   p.output.routing = &p.routing;
   model::ForwardBatch batch{.attention = form};
-  batch.sequences.push_back({.tokens = prompt,
-                             .start = 0,
-                             .block_table = p.blocks,
-                             .logits = model::LogitsRows::kAll});
+  batch.sequences.push_back(
+      {.tokens = prompt, .start = 0, .block_table = p.blocks, .logits = model::LogitsRows::kAll});
   absl::Status status = f.model->Forward(batch, f.pool->cache(), &p.output);
   EXPECT_TRUE(status.ok()) << status;
   return p;
@@ -103,9 +101,9 @@ TEST_P(ReferenceInternalsTest, MtpLogitsHiddenAndRoutingMatch) {
     const std::vector<int32_t> next = LoadIds(dir + "/mtp_next_ids.npy");
     const int64_t t = prompt.size();
     Prefill p = RunPrefill(f, prompt);
-    EXPECT_LE(MaxAbsDiff(p.output.hidden.data(), LoadNpy(dir + "/mtp_hidden_in.npy").f32.data(),
-                         t * d),
-              1e-3)
+    EXPECT_LE(
+        MaxAbsDiff(p.output.hidden.data(), LoadNpy(dir + "/mtp_hidden_in.npy").f32.data(), t * d),
+        1e-3)
         << name;
     // The MTP input pairs h_i with t_{i+1}; the last pair uses the first greedy token.
     std::vector<int32_t> our_next(prompt.begin() + 1, prompt.end());
@@ -140,9 +138,9 @@ TEST_P(ReferenceInternalsTest, LatentAndMhaFormsAgree) {
   Prefill latent = RunPrefill(f, prompt, model::AttentionForm::kLatent);
   ASSERT_EQ(mha.output.logits.size(), latent.output.logits.size());
   // The reference's own absorb-vs-naive difference is ~1e-5 (manifest checks).
-  EXPECT_LE(MaxAbsDiff(mha.output.logits.data(), latent.output.logits.data(),
-                       mha.output.logits.size()),
-            1e-4);
+  EXPECT_LE(
+      MaxAbsDiff(mha.output.logits.data(), latent.output.logits.data(), mha.output.logits.size()),
+      1e-4);
 }
 
 // A sequence's logits must not depend on what else is in the batch: rows are
@@ -153,8 +151,8 @@ TEST_P(ReferenceInternalsTest, BatchedEqualsAloneBitwise) {
   const int64_t vocab = f.model->config().vocab_size;
   std::vector<std::vector<int32_t>> prompts;
   for (int row = 0; row < 3; ++row) {
-    prompts.push_back(LoadIds(ExpectedDir(GetParam()) + "/batch3/row" + std::to_string(row) +
-                              "/prompt_ids.npy"));
+    prompts.push_back(
+        LoadIds(ExpectedDir(GetParam()) + "/batch3/row" + std::to_string(row) + "/prompt_ids.npy"));
   }
   std::vector<std::vector<int32_t>> blocks(3);
   model::ForwardBatch batch;
@@ -194,8 +192,8 @@ TEST_P(ReferenceInternalsTest, BatchedEqualsAloneBitwise) {
 
 TEST_P(ReferenceInternalsTest, ReferenceBackendAgreesWithOptimizedBackend) {
   FixtureModel fast = LoadFixtureModel(GetParam(), kernels::Precision::kF32, BackendKind::kCpu, 3);
-  FixtureModel plain = LoadFixtureModel(GetParam(), kernels::Precision::kF32,
-                                        BackendKind::kReference);
+  FixtureModel plain =
+      LoadFixtureModel(GetParam(), kernels::Precision::kF32, BackendKind::kReference);
   ASSERT_NE(fast.pool, nullptr);
   ASSERT_NE(plain.pool, nullptr);
   const std::vector<int32_t> prompt =
