@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/attention/mha_attention_gemm.h"
 #include "kernels/core/cpu_features.h"
 
 namespace xpd::kernels {
@@ -58,7 +59,7 @@ class CpuBackend final : public Backend {
     return kernels::LatentAttention(args, &pool_);
   }
   absl::Status MhaAttention(const MhaAttentionArgs& args) override {
-    return kernels::MhaAttention(args, &pool_);
+    return MhaAttentionGemm(args, pool_);
   }
 
  private:

@@ -87,8 +87,7 @@ TEST(GeneratorTest, RejectsBadRequestsWithPreciseStatus) {
             absl::StatusCode::kInvalidArgument);  // beyond max_position_embeddings (256)
   runtime::GenerateRequest bad_sampling = Greedy({1, 2}, 4);
   bad_sampling.sampling.top_p = 0.0f;
-  EXPECT_EQ(generator.Generate({bad_sampling}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(generator.Generate({bad_sampling}).status().code(), absl::StatusCode::kInvalidArgument);
   // More KV than the pool holds (64 blocks of 16 tokens).
   std::vector<runtime::GenerateRequest> many(5, Greedy(std::vector<int32_t>(200, 3), 50));
   EXPECT_EQ(generator.Generate(many).status().code(), absl::StatusCode::kResourceExhausted);
@@ -103,10 +102,8 @@ TEST(GeneratorTest, RankHoldingSomeExpertsReportsUnheldExpert) {
   options.hold_expert = [](int64_t, int64_t expert) { return expert < 2; };
   auto m = model::DeepSeekModel::Load(**checkpoint, options, backend.get());
   ASSERT_TRUE(m.ok()) << m.status();
-  auto pool = runtime::LatentKvPool::Create({.num_layers = (*m)->cache_layers(),
-                                             .latent_dim = 40,
-                                             .block_size = 16,
-                                             .num_blocks = 4});
+  auto pool = runtime::LatentKvPool::Create(
+      {.num_layers = (*m)->cache_layers(), .latent_dim = 40, .block_size = 16, .num_blocks = 4});
   ASSERT_TRUE(pool.ok());
   runtime::Generator generator(**m, **pool);
   absl::Status status = generator.Generate({Greedy({5, 17, 42, 99}, 2)}).status();
