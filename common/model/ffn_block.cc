@@ -16,8 +16,19 @@ absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x
                     float* y, kernels::OutputMode mode) {
   const int64_t d = c.config.hidden_size, width = mlp.gate.matrix.rows;
   std::vector<float> gate(rows * width), up(rows * width);
-  XPD_RETURN_IF_ERROR(Project(c, mlp.gate.matrix, x, d, gate.data(), width, rows));
-  XPD_RETURN_IF_ERROR(Project(c, mlp.up.matrix, x, d, up.data(), width, rows));
+  const kernels::MatMulArgs gate_up[] = {{.x = x,
+                                          .x_stride = d,
+                                          .w = &mlp.gate.matrix,
+                                          .y = gate.data(),
+                                          .m = rows,
+                                          .precision = c.precision},
+                                         {.x = x,
+                                          .x_stride = d,
+                                          .w = &mlp.up.matrix,
+                                          .y = up.data(),
+                                          .m = rows,
+                                          .precision = c.precision}};
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(gate_up));
   XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
                                          .up = up.data(),
                                          .in_stride = width,
@@ -59,28 +70,67 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, const float* x
     c.routing->expert_weights.push_back(weights);
   }
 
-  // Dispatch: the (token, k) slots each expert serves.
+  // Dispatch: group the (token, k) slots by expert; each expert's rows are
+  // contiguous in `gathered`, so all experts run as one group of products.
   std::vector<std::vector<int64_t>> slots_of(experts);
   for (int64_t slot = 0; slot < n * top_k; ++slot) slots_of[ids[slot]].push_back(slot);
-  std::vector<float> slot_out(n * top_k * d);
-  std::vector<float> gathered, expert_out;
+  std::vector<int64_t> order;  // gathered row -> slot
+  std::vector<int64_t> first_row(experts + 1, 0);
   for (int64_t e = 0; e < experts; ++e) {
-    const std::vector<int64_t>& slots = slots_of[e];
-    if (slots.empty()) continue;
-    if (!moe.experts[e].loaded()) {
+    first_row[e] = static_cast<int64_t>(order.size());
+    if (!slots_of[e].empty() && !moe.experts[e].loaded()) {
       return absl::FailedPreconditionError(absl::StrCat("routed expert ", e, " is not held here"));
     }
-    const int64_t m = static_cast<int64_t>(slots.size());
-    gathered.resize(m * d);
-    expert_out.resize(m * d);
-    for (int64_t i = 0; i < m; ++i) {
-      std::memcpy(&gathered[i * d], x + (slots[i] / top_k) * d, sizeof(float) * d);
-    }
-    XPD_RETURN_IF_ERROR(RunMlp(c, moe.experts[e], gathered.data(), m, expert_out.data(),
-                               kernels::OutputMode::kOverwrite));
-    for (int64_t i = 0; i < m; ++i) {
-      std::memcpy(&slot_out[slots[i] * d], &expert_out[i * d], sizeof(float) * d);
-    }
+    order.insert(order.end(), slots_of[e].begin(), slots_of[e].end());
+  }
+  first_row[experts] = static_cast<int64_t>(order.size());
+  const int64_t routed_rows = static_cast<int64_t>(order.size());
+  const int64_t width = cfg.moe_intermediate_size;
+  std::vector<float> gathered(routed_rows * d), gate(routed_rows * width), up(routed_rows * width),
+      slot_out(n * top_k * d);
+  for (int64_t i = 0; i < routed_rows; ++i) {
+    std::memcpy(&gathered[i * d], x + (order[i] / top_k) * d, sizeof(float) * d);
+  }
+  std::vector<kernels::MatMulArgs> problems;
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t m = first_row[e + 1] - first_row[e];
+    if (m == 0) continue;
+    const float* in = &gathered[first_row[e] * d];
+    problems.push_back({.x = in,
+                        .x_stride = d,
+                        .w = &moe.experts[e].gate.matrix,
+                        .y = &gate[first_row[e] * width],
+                        .m = m,
+                        .precision = c.precision});
+    problems.push_back({.x = in,
+                        .x_stride = d,
+                        .w = &moe.experts[e].up.matrix,
+                        .y = &up[first_row[e] * width],
+                        .m = m,
+                        .precision = c.precision});
+  }
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
+  XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
+                                         .up = up.data(),
+                                         .in_stride = width,
+                                         .out = gate.data(),
+                                         .out_stride = width,
+                                         .rows = routed_rows,
+                                         .dim = width}));
+  problems.clear();
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t m = first_row[e + 1] - first_row[e];
+    if (m == 0) continue;
+    problems.push_back({.x = &gate[first_row[e] * width],
+                        .x_stride = width,
+                        .w = &moe.experts[e].down.matrix,
+                        .y = &gathered[first_row[e] * d],
+                        .m = m,
+                        .precision = c.precision});
+  }
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
+  for (int64_t i = 0; i < routed_rows; ++i) {
+    std::memcpy(&slot_out[order[i] * d], &gathered[i * d], sizeof(float) * d);
   }
 
   // Combine: y = sum_k w_k * expert_k(x) + shared(x), then the residual add.

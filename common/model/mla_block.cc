@@ -33,10 +33,20 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
   const int64_t width = rank + rope, v = cfg.v_head_dim;
   std::vector<float> q_latent(c.rows * heads * width);
   std::vector<float> o_latent(c.rows * heads * rank, 0.0f);
+  // Per head: q_abs[h] = W_UK[h]^T q_nope[h], all heads in one group.
+  std::vector<kernels::WeightMatrix> uk(heads), uv(heads);
+  std::vector<kernels::MatMulArgs> problems(heads);
   for (int64_t h = 0; h < heads; ++h) {
-    XPD_RETURN_IF_ERROR(Project(c, RowSlice(w.uk_t.matrix, h * rank, rank), q + h * dq, heads * dq,
-                                q_latent.data() + h * width, heads * width, c.rows));
+    uk[h] = RowSlice(w.uk_t.matrix, h * rank, rank);
+    problems[h] = {.x = q + h * dq,
+                   .x_stride = heads * dq,
+                   .w = &uk[h],
+                   .y = q_latent.data() + h * width,
+                   .y_stride = heads * width,
+                   .m = c.rows,
+                   .precision = c.precision};
   }
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
   for (int64_t r = 0; r < c.rows; ++r) {
     for (int64_t h = 0; h < heads; ++h) {
       std::memcpy(&q_latent[(r * heads + h) * width + rank], q + r * heads * dq + h * dq + nope,
@@ -53,10 +63,18 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
                                  .rope_dim = static_cast<int32_t>(rope),
                                  .softmax_scale = static_cast<float>(cfg.SoftmaxScale()),
                                  .sequences = sequences}));
+  // Per head: o[h] = W_UV[h] o_latent[h].
   for (int64_t h = 0; h < heads; ++h) {
-    XPD_RETURN_IF_ERROR(Project(c, RowSlice(w.uv.matrix, h * v, v), o_latent.data() + h * rank,
-                                heads * rank, o + h * v, heads * v, c.rows));
+    uv[h] = RowSlice(w.uv.matrix, h * v, v);
+    problems[h] = {.x = o_latent.data() + h * rank,
+                   .x_stride = heads * rank,
+                   .w = &uv[h],
+                   .y = o + h * v,
+                   .y_stride = heads * v,
+                   .m = c.rows,
+                   .precision = c.precision};
   }
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
   return absl::OkStatus();
 }
 
@@ -103,8 +121,17 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
   const float eps = static_cast<float>(cfg.rms_norm_eps);
 
   // Query path: x -> q_a -> norm -> q_b, rope on each head's last channels.
-  std::vector<float> cq(n * cfg.q_lora_rank), q(n * heads * dq);
-  XPD_RETURN_IF_ERROR(Project(c, w.q_a.matrix, x, d, cq.data(), 0, n));
+  std::vector<float> cq(n * cfg.q_lora_rank), q(n * heads * dq), kv(n * width);
+  // Both low-rank down-projections read x: one group.
+  const kernels::MatMulArgs down[] = {
+      {.x = x, .x_stride = d, .w = &w.q_a.matrix, .y = cq.data(), .m = n, .precision = c.precision},
+      {.x = x,
+       .x_stride = d,
+       .w = &w.kv_a.matrix,
+       .y = kv.data(),
+       .m = n,
+       .precision = c.precision}};
+  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(down));
   XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq.data(),
                                          .weight = w.q_a_norm.data(),
                                          .y = cq.data(),
@@ -122,8 +149,6 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
                                            .inv_freq = c.inv_freq.data()}));
 
   // Key/value path: the latent [norm(c_kv) | rope(k_pe)] is what the cache keeps.
-  std::vector<float> kv(n * width);
-  XPD_RETURN_IF_ERROR(Project(c, w.kv_a.matrix, x, d, kv.data(), 0, n));
   XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv.data(),
                                          .x_stride = width,
                                          .weight = w.kv_a_norm.data(),

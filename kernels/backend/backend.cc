@@ -16,6 +16,12 @@ class ReferenceBackend final : public Backend {
   std::string name() const override { return "reference"; }
   int num_threads() const override { return 1; }
   absl::Status MatMul(const MatMulArgs& args) override { return MatMulReference(args); }
+  absl::Status MatMulGroup(std::span<const MatMulArgs> problems) override {
+    for (const MatMulArgs& args : problems) {
+      if (absl::Status s = MatMulReference(args); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
   absl::Status RmsNorm(const RmsNormArgs& args) override { return kernels::RmsNorm(args); }
   absl::Status ApplyRope(const RopeArgs& args) override { return kernels::ApplyRope(args); }
   absl::Status SiluMul(const SiluMulArgs& args) override { return kernels::SiluMul(args); }
@@ -37,6 +43,7 @@ class CpuBackend final : public Backend {
   }
   int num_threads() const override { return pool_.num_threads(); }
   absl::Status MatMul(const MatMulArgs& args) override { return MatMulCpu(args, pool_); }
+  absl::Status MatMulGroup(std::span<const MatMulArgs> problems) override;
   absl::Status RmsNorm(const RmsNormArgs& args) override {
     return SplitRows(args.rows, args, [](RmsNormArgs part, int64_t begin, int64_t end) {
       const int64_t xs = part.x_stride ? part.x_stride : part.dim;
@@ -80,6 +87,62 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
 };
+
+// Splits every product's output columns (weight rows) into slices and runs
+// all slices of all products in one parallel region, each slice on a
+// single-thread pool. Large products (prefill) keep their own blocking.
+absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
+  constexpr int64_t kSmallRows = 32;       // decode-sized products are grouped
+  constexpr int64_t kSliceMacs = 1 << 17;  // enough work to amortize a slice
+  bool all_small = pool_.num_threads() > 1;
+  for (const MatMulArgs& args : problems) {
+    if (absl::Status s = ValidateMatMulArgs(args); !s.ok()) return s;
+    all_small = all_small && args.m <= kSmallRows;
+  }
+  if (!all_small) {
+    for (const MatMulArgs& args : problems) {
+      if (absl::Status s = MatMulCpu(args, pool_); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  std::vector<MatMulArgs> slices;
+  std::vector<WeightMatrix> slice_weights;
+  slice_weights.reserve(problems.size() * 16);
+  for (const MatMulArgs& args : problems) {
+    const WeightMatrix& w = *args.w;
+    // FP8 slices must start on a scale block; other dtypes on any row.
+    const int64_t align = w.dtype == DType::kF8E4M3 ? w.block_rows : 8;
+    const int64_t macs_per_row = std::max<int64_t>(1, args.m * w.cols);
+    int64_t rows = std::max<int64_t>(align, kSliceMacs / macs_per_row / align * align);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += rows) {
+      const int64_t count = std::min(rows, w.rows - r0);
+      WeightMatrix part = w;
+      part.rows = count;
+      part.data = static_cast<const std::byte*>(w.data) + r0 * w.cols * DTypeSize(w.dtype);
+      if (w.dtype == DType::kF8E4M3) {
+        part.block_scales = w.block_scales + (r0 / w.block_rows) * w.scale_cols();
+      }
+      slice_weights.push_back(part);
+      MatMulArgs slice = args;
+      slice.y = args.y + r0;
+      slice.y_stride = args.y_stride ? args.y_stride : w.rows;
+      slices.push_back(slice);
+    }
+  }
+  for (size_t i = 0; i < slices.size(); ++i) slices[i].w = &slice_weights[i];
+  std::mutex mutex;
+  absl::Status first_error;
+  pool_.ParallelFor(static_cast<int64_t>(slices.size()), 1, [&](int64_t begin, int64_t end) {
+    thread_local ThreadPool solo(1);
+    for (int64_t i = begin; i < end; ++i) {
+      absl::Status status = MatMulCpu(slices[i], solo);
+      if (status.ok()) continue;
+      std::lock_guard<std::mutex> lock(mutex);
+      if (first_error.ok()) first_error = std::move(status);
+    }
+  });
+  return first_error;
+}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
@@ -22,6 +23,10 @@ class Backend {
   virtual int num_threads() const = 0;
 
   virtual absl::Status MatMul(const MatMulArgs& args) = 0;
+  // Independent products run as one unit of parallel work (the per-head MLA
+  // projections, the experts of one MoE layer): the same results as calling
+  // MatMul on each, without a fork-join per small product.
+  virtual absl::Status MatMulGroup(std::span<const MatMulArgs> problems) = 0;
   virtual absl::Status RmsNorm(const RmsNormArgs& args) = 0;
   virtual absl::Status ApplyRope(const RopeArgs& args) = 0;
   virtual absl::Status SiluMul(const SiluMulArgs& args) = 0;
