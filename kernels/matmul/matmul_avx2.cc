@@ -1,0 +1,228 @@
+// AVX2+FMA+F16C register-tile kernels: the portable baseline path. Same
+// structure as matmul_avx512.cc with 8 lanes and a 4x3 tile (16 ymm registers).
+
+#include <immintrin.h>
+
+#include <cstring>
+#include <utility>
+
+#include "kernels/matmul/matmul_tiles.h"
+
+namespace xpd::kernels::matmul_internal {
+namespace {
+
+constexpr int kLanes = 8;
+constexpr int kTileA = 4;  // 4x3 accumulators + 3 W vectors + 1 x vector = 16 ymm
+constexpr int kTileB = 3;
+
+// -1 for the first r lanes of (kMaskTable + 8 - r), 0 after: tail masks.
+alignas(64) constexpr int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                0,  0,  0,  0,  0,  0,  0,  0};
+
+inline __m256i TailMask(int64_t r) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + kLanes - r));
+}
+
+// The one horizontal-sum order used by every kernel of this file.
+inline float Hsum(__m256 v) {
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+  return _mm_cvtss_f32(s4);
+}
+
+template <int A, int B>
+inline void LoadAcc(const TileArgs& t, __m256 (&acc)[A][B]) {
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 3
+    for (int b = 0; b < B; ++b) {
+      acc[a][b] = t.first_chunk ? _mm256_setzero_ps()
+                                : _mm256_loadu_ps(t.partial + (a * kMaxTileB + b) * kLanes);
+    }
+  }
+}
+
+template <int A, int B>
+inline void StoreTile(const TileArgs& t, __m256 (&acc)[A][B]) {
+  if (!t.last_chunk) {
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 3
+      for (int b = 0; b < B; ++b) {
+        _mm256_storeu_ps(t.partial + (a * kMaxTileB + b) * kLanes, acc[a][b]);
+      }
+    }
+    return;
+  }
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 3
+    for (int b = 0; b < B; ++b) {
+      const float r = Hsum(acc[a][b]);
+      t.y[a][b] = t.accumulate ? t.y[a][b] + r : r;
+    }
+  }
+}
+
+// Weight loaders: Load returns 8 exact f32 weights at column kk; LoadTail
+// zero-fills lanes at and beyond r (the k tail).
+struct F32Rows {
+  const float* w[kTileB];
+  explicit F32Rows(const TileArgs& t) {
+    for (int b = 0; b < kTileB; ++b) w[b] = static_cast<const float*>(t.w[b]);
+  }
+  template <int B>
+  void Step(int64_t) {}
+  __m256 Load(int b, int64_t kk) const { return _mm256_loadu_ps(w[b] + kk); }
+  __m256 LoadTail(int b, int64_t kk, int64_t r) const {
+    return _mm256_maskload_ps(w[b] + kk, TailMask(r));
+  }
+};
+
+struct Bf16Rows {
+  const uint16_t* w[kTileB];
+  explicit Bf16Rows(const TileArgs& t) {
+    for (int b = 0; b < kTileB; ++b) w[b] = static_cast<const uint16_t*>(t.w[b]);
+  }
+  template <int B>
+  void Step(int64_t) {}
+  static __m256 Widen(__m128i h) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  __m256 Load(int b, int64_t kk) const {
+    return Widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b] + kk)));
+  }
+  __m256 LoadTail(int b, int64_t kk, int64_t r) const {
+    uint16_t buf[kLanes] = {};
+    std::memcpy(buf, w[b] + kk, r * sizeof(uint16_t));
+    return Widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)));
+  }
+};
+
+// e4m3 -> f16 (magnitude bits to f16 bit 7: exact, scaled by 2^-8) -> f32; the
+// 2^8 is folded into the block scale so each weight equals WeightMatrix::At.
+struct F8Rows {
+  const uint8_t* w[kTileB];
+  const float* scales[kTileB];
+  float scale[kTileB] = {};
+  int64_t block_cols, next_block = 0;
+  explicit F8Rows(const TileArgs& t) : block_cols(t.block_cols) {
+    for (int b = 0; b < kTileB; ++b) {
+      w[b] = static_cast<const uint8_t*>(t.w[b]);
+      scales[b] = t.scales[b];
+    }
+  }
+  template <int B>
+  void Step(int64_t kk) {
+    if (kk < next_block) return;
+    const int64_t kb = kk / block_cols;  // once per block: block_cols % 8 == 0
+    next_block = (kb + 1) * block_cols;
+    for (int b = 0; b < B; ++b) scale[b] = scales[b][kb] * 256.0f;
+  }
+  // Sign-extend + shift by 7: sign at bit 15, magnitude at bits 13..7, and
+  // bit 14 (a sign copy) masked off.
+  static __m256 Widen(__m128i q, float s) {
+    const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
+                                    _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(s));
+  }
+  __m256 Load(int b, int64_t kk) const {
+    return Widen(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b] + kk)), scale[b]);
+  }
+  __m256 LoadTail(int b, int64_t kk, int64_t r) const {
+    uint8_t buf[16] = {};
+    std::memcpy(buf, w[b] + kk, r);
+    return Widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(buf)), scale[b]);
+  }
+};
+
+// Per output: one 8-lane accumulator, lane l sums columns l, l+8, ... in k
+// order with FMA; the tail is a zero-padded step; then Hsum.
+template <int A, int B, class L>
+inline void F32Tile(const TileArgs& t) {
+  L wl(t);
+  const float* x[A];
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) x[a] = static_cast<const float*>(t.x[a]);
+  __m256 acc[A][B];
+  LoadAcc<A, B>(t, acc);
+  const int64_t k = t.k_end;
+  int64_t kk = t.k_begin;
+  for (; kk + kLanes <= k; kk += kLanes) {
+    wl.template Step<B>(kk);
+    __m256 wv[B];
+#pragma GCC unroll 3
+    for (int b = 0; b < B; ++b) wv[b] = wl.Load(b, kk);
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+      const __m256 xv = _mm256_loadu_ps(x[a] + kk);
+#pragma GCC unroll 3
+      for (int b = 0; b < B; ++b) acc[a][b] = _mm256_fmadd_ps(xv, wv[b], acc[a][b]);
+    }
+  }
+  if (kk < k) {
+    const int64_t r = k - kk;
+    wl.template Step<B>(kk);
+    __m256 wv[B];
+#pragma GCC unroll 3
+    for (int b = 0; b < B; ++b) wv[b] = wl.LoadTail(b, kk, r);
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+      const __m256 xv = _mm256_maskload_ps(x[a] + kk, TailMask(r));
+#pragma GCC unroll 3
+      for (int b = 0; b < B; ++b) acc[a][b] = _mm256_fmadd_ps(xv, wv[b], acc[a][b]);
+    }
+  }
+  StoreTile<A, B>(t, acc);
+}
+
+template <int A, int B>
+struct F32Kernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, F32Rows>(t); }
+};
+template <int A, int B>
+struct Bf16WKernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, Bf16Rows>(t); }
+};
+template <int A, int B>
+struct F8WKernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, F8Rows>(t); }
+};
+
+template <template <int, int> class K, int A, int B>
+constexpr TileFn Pick() {
+  if constexpr (A <= kTileA && B <= kTileB) {
+    return &K<A, B>::Run;
+  } else {
+    return nullptr;
+  }
+}
+
+template <template <int, int> class K>
+constexpr void FillKind(TileKernels& t, int kind) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((t.fn[kind][I / kMaxTileB][I % kMaxTileB] = Pick<K, I / kMaxTileB + 1, I % kMaxTileB + 1>()),
+     ...);
+  }
+  (std::make_integer_sequence<int, kMaxTileA * kMaxTileB>{});
+}
+
+constexpr TileKernels BuildKernels() {
+  TileKernels t;
+  t.max_a = kTileA;
+  t.max_b = kTileB;
+  t.lanes = kLanes;
+  FillKind<F32Kernel>(t, kTileF32);
+  FillKind<Bf16WKernel>(t, kTileBf16W);
+  FillKind<F8WKernel>(t, kTileF8W);
+  return t;  // no kTileDpBf16: kBF16 precision rounds x and uses kTileF32/kTileBf16W
+}
+
+constexpr TileKernels kKernels = BuildKernels();
+
+}  // namespace
+
+const TileKernels& Avx2TileKernels() { return kKernels; }
+
+}  // namespace xpd::kernels::matmul_internal

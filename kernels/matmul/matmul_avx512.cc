@@ -1,0 +1,318 @@
+// AVX-512 (and AVX512_BF16) register-tile kernels. This file is compiled with
+// AVX-512 enabled and is only entered after GetCpuFeatures() says so; it must
+// not instantiate library templates or inline functions with external linkage
+// (the linker could pick these AVX-512 copies for AVX2-only callers).
+
+#include <immintrin.h>
+
+// GCC 12's AVX-512 headers trip -Wuninitialized on _mm512_undefined_* (GCC
+// bug 105593); the warnings are about the headers, not this code.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <utility>
+
+#include "kernels/matmul/matmul_tiles.h"
+
+namespace xpd::kernels::matmul_internal {
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int kTileA = 4;  // 4x6 accumulators + 6 W vectors + 1 x vector = 31 zmm
+constexpr int kTileB = 6;
+
+// The one horizontal-sum tree used by every kernel of this file: lanes
+// (i, i+8), then (i, i+4), (i, i+2), (0, 1).
+inline float Hsum(__m512 v) {
+  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+  return _mm_cvtss_f32(s4);
+}
+
+// Four Hsums at once with the same tree (the same pairs added at each level,
+// and IEEE addition is commutative), so results are bitwise those of Hsum;
+// about 3x fewer instructions, which matters for short k.
+inline __m128 Hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // (i, i+8): a in the low 256 bits, b in the high ones; same for c, d.
+  const __m512 ab =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+  const __m512 cd =
+      _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+  // (i, i+4): one 128-bit quarter per input, in order a, b, c, d.
+  const __m512 q =
+      _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd));
+  // (i, i+2), then (0, 1), inside each quarter.
+  const __m512 h = _mm512_add_ps(q, _mm512_permute_ps(q, 0x4e));
+  const __m512 r = _mm512_add_ps(h, _mm512_permute_ps(h, 0xb1));
+  return _mm512_castps512_ps128(
+      _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), r));
+}
+
+template <int A, int B>
+inline void LoadAcc(const TileArgs& t, __m512 (&acc)[A][B]) {
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) {
+      acc[a][b] = t.first_chunk ? _mm512_setzero_ps()
+                                : _mm512_loadu_ps(t.partial + (a * kMaxTileB + b) * kLanes);
+    }
+  }
+}
+
+template <int A, int B>
+inline void StoreTile(const TileArgs& t, __m512 (&acc)[A][B]) {
+  if (!t.last_chunk) {
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 6
+      for (int b = 0; b < B; ++b) {
+        _mm512_storeu_ps(t.partial + (a * kMaxTileB + b) * kLanes, acc[a][b]);
+      }
+    }
+    return;
+  }
+  // Reduce in groups of four accumulators (row-major over the tile).
+  float sums[A * B];
+  const __m512* v = &acc[0][0];
+  int i = 0;
+#pragma GCC unroll 6
+  for (; i + 4 <= A * B; i += 4) _mm_storeu_ps(sums + i, Hsum4(v[i], v[i + 1], v[i + 2], v[i + 3]));
+#pragma GCC unroll 3
+  for (; i < A * B; ++i) sums[i] = Hsum(v[i]);
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) {
+      const float r = sums[a * B + b];
+      t.y[a][b] = t.accumulate ? t.y[a][b] + r : r;
+    }
+  }
+}
+
+// Weight loaders: Load returns 16 exact f32 weights at column kk; LoadMasked
+// zero-fills lanes outside the mask (the k tail). Step is called once per k step.
+struct F32Rows {
+  const float* w[kTileB];
+  explicit F32Rows(const TileArgs& t) {
+    for (int b = 0; b < kTileB; ++b) w[b] = static_cast<const float*>(t.w[b]);
+  }
+  template <int B>
+  void Step(int64_t) {}
+  __m512 Load(int b, int64_t kk) const { return _mm512_loadu_ps(w[b] + kk); }
+  __m512 LoadMasked(int b, int64_t kk, __mmask16 m) const {
+    return _mm512_maskz_loadu_ps(m, w[b] + kk);
+  }
+};
+
+struct Bf16Rows {
+  const uint16_t* w[kTileB];
+  explicit Bf16Rows(const TileArgs& t) {
+    for (int b = 0; b < kTileB; ++b) w[b] = static_cast<const uint16_t*>(t.w[b]);
+  }
+  template <int B>
+  void Step(int64_t) {}
+  static __m512 Widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  __m512 Load(int b, int64_t kk) const {
+    return Widen(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b] + kk)));
+  }
+  __m512 LoadMasked(int b, int64_t kk, __mmask16 m) const {
+    return Widen(_mm256_maskz_loadu_epi16(m, w[b] + kk));
+  }
+};
+
+// e4m3 -> f16 by moving the 7 magnitude bits to f16 bit 7 (exact, subnormals
+// included, value scaled by 2^-8), then vcvtph2ps; the 2^8 is folded into the
+// block scale, so each weight is f8 * scale rounded once, exactly WeightMatrix::At.
+// (The NaN codes 0x7f/0xff decode as +-480 * scale here, not NaN: checkpoints
+// never contain them, and the panel path in matmul_cpu.cc does the same.)
+template <bool kVecScales>
+struct F8Rows {
+  const uint8_t* w[kTileB];
+  const float* scales[kTileB];
+  // Small tiles have registers to spare for the broadcast scales; big ones
+  // broadcast from memory each step instead.
+  float scale[kTileB] = {};
+  __m512 vscale[kVecScales ? kTileB : 1];
+  int64_t block_cols, next_block = 0;
+  explicit F8Rows(const TileArgs& t) : block_cols(t.block_cols) {
+    for (int b = 0; b < kTileB; ++b) {
+      w[b] = static_cast<const uint8_t*>(t.w[b]);
+      scales[b] = t.scales[b];
+    }
+  }
+  template <int B>
+  void Step(int64_t kk) {
+    if (kk < next_block) return;
+    const int64_t kb = kk / block_cols;  // once per block: block_cols % 16 == 0
+    next_block = (kb + 1) * block_cols;
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) {
+      scale[b] = scales[b][kb] * 256.0f;
+      if constexpr (kVecScales) vscale[b] = _mm512_set1_ps(scale[b]);
+    }
+  }
+  // Sign-extending to 16 bits and shifting by 7 puts the sign at bit 15 and
+  // the magnitude at bits 13..7; bit 14 (a copy of the sign) is masked off.
+  static __m512 Widen(__m128i q, __m512 s) {
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(q), 7),
+                                       _mm256_set1_epi16(static_cast<int16_t>(0xbf80)));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), s);
+  }
+  __m512 Scale(int b) const {
+    if constexpr (kVecScales) {
+      return vscale[b];
+    } else {
+      return _mm512_set1_ps(scale[b]);
+    }
+  }
+  __m512 Load(int b, int64_t kk) const {
+    return Widen(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b] + kk)), Scale(b));
+  }
+  __m512 LoadMasked(int b, int64_t kk, __mmask16 m) const {
+    return Widen(_mm_maskz_loadu_epi8(m, w[b] + kk), Scale(b));
+  }
+};
+
+// Per output: one 16-lane accumulator, lane l sums columns l, l+16, ... in k
+// order with FMA; the tail is a masked step (zeros); then Hsum.
+template <int A, int B, class L>
+inline void F32Tile(const TileArgs& t) {
+  L wl(t);
+  const float* x[A];
+#pragma GCC unroll 4
+  for (int a = 0; a < A; ++a) x[a] = static_cast<const float*>(t.x[a]);
+  __m512 acc[A][B];
+  LoadAcc<A, B>(t, acc);
+  const int64_t k = t.k_end;
+  int64_t kk = t.k_begin;
+  for (; kk + kLanes <= k; kk += kLanes) {
+    wl.template Step<B>(kk);
+    __m512 wv[B];
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) wv[b] = wl.Load(b, kk);
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+      const __m512 xv = _mm512_loadu_ps(x[a] + kk);
+#pragma GCC unroll 6
+      for (int b = 0; b < B; ++b) acc[a][b] = _mm512_fmadd_ps(xv, wv[b], acc[a][b]);
+    }
+  }
+  if (kk < k) {
+    const __mmask16 mask = _cvtu32_mask16((1u << (k - kk)) - 1u);
+    wl.template Step<B>(kk);
+    __m512 wv[B];
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) wv[b] = wl.LoadMasked(b, kk, mask);
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x[a] + kk);
+#pragma GCC unroll 6
+      for (int b = 0; b < B; ++b) acc[a][b] = _mm512_fmadd_ps(xv, wv[b], acc[a][b]);
+    }
+  }
+  StoreTile<A, B>(t, acc);
+}
+
+template <int A, int B>
+struct F32Kernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, F32Rows>(t); }
+};
+template <int A, int B>
+struct Bf16WKernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, Bf16Rows>(t); }
+};
+template <int A, int B>
+struct F8WKernel {
+  static void Run(const TileArgs& t) { F32Tile<A, B, F8Rows<(A <= 2)>>(t); }
+};
+
+// vdpbf16ps: lane l accumulates the pairs (2l+1, 2l) of every 32-column step,
+// products exact in f32; x was rounded to bf16 once by the driver.
+template <int A, int B>
+struct DpBf16Kernel {
+  static void Run(const TileArgs& t) {
+    const uint16_t* x[A];
+    const uint16_t* w[B];
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) x[a] = static_cast<const uint16_t*>(t.x[a]);
+#pragma GCC unroll 6
+    for (int b = 0; b < B; ++b) w[b] = static_cast<const uint16_t*>(t.w[b]);
+    __m512 acc[A][B];
+    LoadAcc<A, B>(t, acc);
+    const int64_t k = t.k_end;
+    int64_t kk = t.k_begin;
+    for (; kk + 2 * kLanes <= k; kk += 2 * kLanes) {
+      __m512i wv[B];
+#pragma GCC unroll 6
+      for (int b = 0; b < B; ++b) wv[b] = _mm512_loadu_si512(w[b] + kk);
+#pragma GCC unroll 4
+      for (int a = 0; a < A; ++a) {
+        const __m512i xv = _mm512_loadu_si512(x[a] + kk);
+#pragma GCC unroll 6
+        for (int b = 0; b < B; ++b) {
+          acc[a][b] = _mm512_dpbf16_ps(acc[a][b], (__m512bh)xv, (__m512bh)wv[b]);
+        }
+      }
+    }
+    if (kk < k) {
+      const __mmask32 mask = _cvtu32_mask32(static_cast<uint32_t>((uint64_t{1} << (k - kk)) - 1));
+      __m512i wv[B];
+#pragma GCC unroll 6
+      for (int b = 0; b < B; ++b) wv[b] = _mm512_maskz_loadu_epi16(mask, w[b] + kk);
+#pragma GCC unroll 4
+      for (int a = 0; a < A; ++a) {
+        const __m512i xv = _mm512_maskz_loadu_epi16(mask, x[a] + kk);
+#pragma GCC unroll 6
+        for (int b = 0; b < B; ++b) {
+          acc[a][b] = _mm512_dpbf16_ps(acc[a][b], (__m512bh)xv, (__m512bh)wv[b]);
+        }
+      }
+    }
+    StoreTile<A, B>(t, acc);
+  }
+};
+
+template <template <int, int> class K, int A, int B>
+constexpr TileFn Pick() {
+  if constexpr (A <= kTileA && B <= kTileB) {
+    return &K<A, B>::Run;
+  } else {
+    return nullptr;
+  }
+}
+
+template <template <int, int> class K>
+constexpr void FillKind(TileKernels& t, int kind) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((t.fn[kind][I / kMaxTileB][I % kMaxTileB] = Pick<K, I / kMaxTileB + 1, I % kMaxTileB + 1>()),
+     ...);
+  }
+  (std::make_integer_sequence<int, kMaxTileA * kMaxTileB>{});
+}
+
+constexpr TileKernels BuildKernels() {
+  TileKernels t;
+  t.max_a = kTileA;
+  t.max_b = kTileB;
+  t.lanes = kLanes;
+  FillKind<F32Kernel>(t, kTileF32);
+  FillKind<Bf16WKernel>(t, kTileBf16W);
+  FillKind<F8WKernel>(t, kTileF8W);
+  FillKind<DpBf16Kernel>(t, kTileDpBf16);
+  return t;
+}
+
+constexpr TileKernels kKernels = BuildKernels();
+
+}  // namespace
+
+const TileKernels& Avx512TileKernels() { return kKernels; }
+
+}  // namespace xpd::kernels::matmul_internal

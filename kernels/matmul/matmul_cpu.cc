@@ -1,0 +1,338 @@
+// MatMulCpu driver: picks the SIMD level, blocks the problem for the caches,
+// prepares operands (x rounded to bf16, W widened into an f32 panel) and runs
+// register-tile kernels from matmul_avx2.cc / matmul_avx512.cc over a ThreadPool.
+//
+// Batch invariance: every output y[i][j] is produced by one tile kernel call
+// whose per-output operation sequence depends only on k (never on the tile
+// shape, the block sizes or the thread split), and operand preparation is
+// exact or elementwise, so results do not depend on m, row position or threads.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/core/cpu_features.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/matmul/matmul_internal.h"
+
+namespace xpd::kernels {
+namespace matmul_internal {
+namespace {
+
+// Rows of x kept hot in L2 while the W tiles of a thread stream past them.
+constexpr int64_t kL2BudgetBytes = 768 * 1024;
+constexpr int64_t kMaxRowBlock = 512;
+// Columns of one register tile's operands (4 x rows + 6 W rows) kept in L1
+// across the x tiles of a block: k is split into chunks of about this size.
+constexpr int64_t kL1TileBytes = 40 * 1024;
+// Up to this many x rows, BF16/FP8 weights are widened in registers by every
+// x tile rather than once into an f32 panel (measured: in-register widening
+// wins up to ~16 rows, the panel wins for prefill).
+constexpr int64_t kFusedMaxRows = 16;
+// Minimum multiply-adds per parallel chunk: below this, fork-join costs more
+// than it saves.
+constexpr int64_t kMinChunkMacs = 1 << 16;
+
+int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
+
+// RNE f32 -> bf16 on 8 lanes (same rule as F32ToBf16, NaN quieted); the bf16
+// bits are returned in the high half of each 32-bit lane.
+inline __m256i RoundToBf16High(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
+  const __m256i quiet = _mm256_or_si256(bits, _mm256_set1_epi32(0x00400000));
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  return _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan),
+                          _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u)));
+}
+
+void RoundRowToBf16F32(const float* src, int64_t k, float* dst) {
+  int64_t c = 0;
+  for (; c + 8 <= k; c += 8) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
+                        RoundToBf16High(_mm256_loadu_ps(src + c)));
+  }
+  for (; c < k; ++c) dst[c] = RoundToBf16(src[c]);
+}
+
+void RoundRowToBf16(const float* src, int64_t k, uint16_t* dst) {
+  int64_t c = 0;
+  for (; c + 16 <= k; c += 16) {
+    const __m256i lo = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c)), 16);
+    const __m256i hi = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c + 8)), 16);
+    // packus interleaves 128-bit lanes; the permute restores column order.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), packed);
+  }
+  for (; c < k; ++c) dst[c] = F32ToBf16(src[c]);
+}
+
+// Widens columns [c0, c1) of one row (src and dst indexed by column).
+void WidenBf16Row(const uint16_t* src, int64_t c0, int64_t c1, float* dst) {
+  int64_t c = c0;
+  for (; c + 8 <= c1; c += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + c));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  for (; c < c1; ++c) dst[c] = Bf16ToF32(src[c]);
+}
+
+inline float F8Scalar(uint8_t b, float scale256) {
+  return _cvtsh_ss(static_cast<uint16_t>(((b & 0x7f) << 7) | ((b & 0x80) << 8))) * scale256;
+}
+
+// Widens columns [c0, c1) of one FP8 row, scale block by scale block.
+void WidenF8Row(const uint8_t* src, const float* scale_row, int64_t c0, int64_t c1,
+                int64_t block_cols, float* dst) {
+  for (int64_t b0 = c0; b0 < c1;) {
+    const int64_t kb = b0 / block_cols;
+    const int64_t b1 = std::min(c1, (kb + 1) * block_cols);
+    const float s = scale_row[kb] * 256.0f;
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t c = b0;
+    for (; c + 8 <= b1; c += 8) {
+      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + c));
+      const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
+                                      _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
+      _mm256_storeu_ps(dst + c, _mm256_mul_ps(_mm256_cvtph_ps(h), vs));
+    }
+    for (; c < b1; ++c) dst[c] = F8Scalar(src[c], s);
+    b0 = b1;
+  }
+}
+
+enum class XMode { kRaw, kRoundF32, kBf16 };
+
+struct Plan {
+  const MatMulArgs* args;
+  const TileKernels* kernels;
+  int64_t m, n, k, x_stride, y_stride;
+  XMode x_mode;
+  TileKind direct_kind;  // kernel used on raw weight rows
+  bool widen_w;          // BF16/FP8 weights may be widened into an f32 panel
+  bool fused_ok;         // direct_kind can read the raw rows (else always widen)
+  int64_t row_block;     // rows of x per block (multiple of max_a)
+  int64_t k_chunk;       // columns per chunk when a block has several x tiles
+};
+
+// Per-thread scratch, grown on first use and reused across calls.
+struct Scratch {
+  std::vector<float> x_f32;
+  std::vector<uint16_t> x_bf16;
+  std::vector<float> panel;
+  std::vector<float> partial;
+};
+thread_local Scratch t_scratch;
+
+// Computes rows [i0, i1) x W-tiles [jt0, jt1).
+void RunBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
+  const MatMulArgs& args = *p.args;
+  const WeightMatrix& w = *args.w;
+  const TileKernels& kt = *p.kernels;
+  Scratch& s = t_scratch;
+  const int64_t rows = i1 - i0;
+  const int64_t ld = RoundUp(std::max<int64_t>(p.k, 1), 32);
+
+  // Operand x for this block (buffers sized before any row pointer is taken).
+  const void* x_rows[kMaxRowBlock];
+  if (p.x_mode == XMode::kRoundF32 && s.x_f32.size() < static_cast<size_t>(rows * ld)) {
+    s.x_f32.resize(rows * ld);
+  }
+  if (p.x_mode == XMode::kBf16 && s.x_bf16.size() < static_cast<size_t>(rows * ld)) {
+    s.x_bf16.resize(rows * ld);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = args.x + (i0 + r) * p.x_stride;
+    switch (p.x_mode) {
+      case XMode::kRaw:
+        x_rows[r] = src;
+        break;
+      case XMode::kRoundF32:
+        RoundRowToBf16F32(src, p.k, s.x_f32.data() + r * ld);
+        x_rows[r] = s.x_f32.data() + r * ld;
+        break;
+      case XMode::kBf16:
+        RoundRowToBf16(src, p.k, s.x_bf16.data() + r * ld);
+        x_rows[r] = s.x_bf16.data() + r * ld;
+        break;
+    }
+  }
+  // Widening W into a panel once per tile pays off when many x tiles reuse
+  // it; small batches widen in registers instead (same values either way).
+  const bool use_panel = p.widen_w && (rows > kFusedMaxRows || !p.fused_ok);
+  const TileKind kind = use_panel ? kTileF32 : p.direct_kind;
+  if (use_panel && s.panel.size() < static_cast<size_t>(kt.max_b * ld)) {
+    s.panel.resize(kt.max_b * ld);
+  }
+  const int elem = DTypeSize(w.dtype);
+  const int64_t scale_cols = w.dtype == DType::kF8E4M3 ? w.scale_cols() : 0;
+
+  // Several x tiles reuse each W tile: split k so both stay in L1 (chunks
+  // do not change results, see TileArgs::partial).
+  const int64_t x_tiles = (rows + kt.max_a - 1) / kt.max_a;
+  const int64_t k_chunk = x_tiles > 1 ? p.k_chunk : std::max<int64_t>(p.k, 1);
+  constexpr int64_t kPartialStride = kMaxTileA * kMaxTileB * kMaxLanes;
+  if (k_chunk < p.k && s.partial.size() < static_cast<size_t>(x_tiles * kPartialStride)) {
+    s.partial.resize(x_tiles * kPartialStride);
+  }
+
+  TileArgs t;
+  t.block_cols = w.block_cols;
+  t.accumulate = args.output == OutputMode::kAccumulate;
+  for (int64_t jt = jt0; jt < jt1; ++jt) {
+    const int64_t j0 = jt * kt.max_b;
+    const int nb = static_cast<int>(std::min<int64_t>(kt.max_b, p.n - j0));
+    for (int b = 0; b < nb; ++b) {
+      const int64_t j = j0 + b;
+      const void* row = static_cast<const char*>(w.data) + j * p.k * elem;
+      const float* scale_row =
+          w.dtype == DType::kF8E4M3 ? w.block_scales + (j / w.block_rows) * scale_cols : nullptr;
+      t.w[b] = use_panel ? static_cast<const void*>(s.panel.data() + b * ld) : row;
+      t.scales[b] = scale_row;
+    }
+    for (int64_t c0 = 0;; c0 += k_chunk) {
+      t.k_begin = c0;
+      t.k_end = std::min(p.k, c0 + k_chunk);
+      t.first_chunk = c0 == 0;
+      t.last_chunk = t.k_end == p.k;
+      // Widen just this chunk, so the panel is written and read while in L1.
+      for (int b = 0; use_panel && b < nb; ++b) {
+        const void* row = static_cast<const char*>(w.data) + (j0 + b) * p.k * elem;
+        float* dst = s.panel.data() + b * ld;
+        if (w.dtype == DType::kBF16) {
+          WidenBf16Row(static_cast<const uint16_t*>(row), t.k_begin, t.k_end, dst);
+        } else {
+          WidenF8Row(static_cast<const uint8_t*>(row), t.scales[b], t.k_begin, t.k_end,
+                     w.block_cols, dst);
+        }
+      }
+      for (int64_t i = 0; i < rows; i += kt.max_a) {
+        const int na = static_cast<int>(std::min<int64_t>(kt.max_a, rows - i));
+        for (int a = 0; a < na; ++a) {
+          t.x[a] = x_rows[i + a];
+          t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
+        }
+        t.partial = t.last_chunk && t.first_chunk
+                        ? nullptr
+                        : s.partial.data() + (i / kt.max_a) * kPartialStride;
+        kt.fn[kind][na - 1][nb - 1](t);
+      }
+      if (t.last_chunk) break;
+    }
+  }
+}
+
+}  // namespace
+
+Isa DetectIsa() {
+  const CpuFeatures& f = GetCpuFeatures();
+  if (f.HasAvx512Bf16()) return Isa::kAvx512Bf16;
+  if (f.HasAvx512()) return Isa::kAvx512;
+  return Isa::kAvx2;
+}
+
+Isa DefaultIsa() {
+  static const Isa isa = [] {
+    const char* bf16 = std::getenv("XPD_MATMUL_BF16");
+    const bool dot = bf16 != nullptr && std::strcmp(bf16, "dot") == 0;
+    return dot ? DetectIsa() : std::min(DetectIsa(), Isa::kAvx512);
+  }();
+  return isa;
+}
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx512Bf16:
+      return "avx512bf16";
+  }
+  return "?";
+}
+
+absl::Status MatMulCpuIsa(const MatMulArgs& args, ThreadPool& pool, Isa isa) {
+  if (absl::Status s = ValidateMatMulArgs(args); !s.ok()) return s;
+  isa = std::min(isa, DetectIsa());
+  const WeightMatrix& w = *args.w;
+  Plan p;
+  p.args = &args;
+  p.kernels = isa == Isa::kAvx2 ? &Avx2TileKernels() : &Avx512TileKernels();
+  p.m = args.m;
+  p.n = w.rows;
+  p.k = w.cols;
+  p.x_stride = args.x_stride ? args.x_stride : p.k;
+  p.y_stride = args.y_stride ? args.y_stride : p.n;
+  if (p.m == 0 || p.n == 0) return absl::OkStatus();
+  const TileKernels& kt = *p.kernels;
+
+  const bool dp = args.precision == Precision::kBF16 && isa == Isa::kAvx512Bf16;
+  p.x_mode = args.precision == Precision::kF32 ? XMode::kRaw : dp ? XMode::kBf16 : XMode::kRoundF32;
+  p.widen_w = false;
+  p.fused_ok = true;
+  switch (w.dtype) {
+    case DType::kF32:
+      p.direct_kind = kTileF32;
+      break;
+    case DType::kBF16:
+      p.direct_kind = dp ? kTileDpBf16 : kTileBf16W;
+      p.widen_w = !dp;
+      break;
+    case DType::kF8E4M3:
+      p.widen_w = true;
+      p.direct_kind = kTileF8W;
+      // A scale change inside a vector is not handled by the fused loader.
+      p.fused_ok = w.block_cols % kt.lanes == 0;
+      break;
+  }
+
+  const int64_t x_row_bytes = std::max<int64_t>(p.k, 1) * (p.x_mode == XMode::kBf16 ? 2 : 4);
+  p.row_block = std::clamp<int64_t>(kL2BudgetBytes / x_row_bytes, kt.max_a, kMaxRowBlock);
+  p.row_block = p.row_block / kt.max_a * kt.max_a;
+  {
+    const bool dp_operands = p.x_mode == XMode::kBf16;  // x and W both bf16
+    const int64_t col_bytes = (kt.max_a + kt.max_b) * (dp_operands ? 2 : 4);
+    const int64_t target = std::max<int64_t>(32, kL1TileBytes / col_bytes / 32 * 32);
+    const int64_t chunks = std::max<int64_t>(1, (p.k + target - 1) / target);
+    p.k_chunk = RoundUp((p.k + chunks - 1) / chunks, 32);
+  }
+  const int64_t row_blocks = (p.m + p.row_block - 1) / p.row_block;
+  const int64_t col_tiles = (p.n + kt.max_b - 1) / kt.max_b;
+  const int threads = pool.num_threads();
+
+  // Split over W tiles (each thread streams its own slice of W, the usual case
+  // and the only one for decode) unless there are too few of them to share.
+  const bool split_rows = col_tiles < 4 * threads && row_blocks >= threads;
+  if (split_rows) {
+    const int64_t macs_per_item = p.row_block * p.n * std::max<int64_t>(p.k, 1);
+    const int64_t grain = std::max<int64_t>(1, kMinChunkMacs / macs_per_item);
+    pool.ParallelFor(row_blocks, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        RunBlock(p, b * p.row_block, std::min(p.m, (b + 1) * p.row_block), 0, col_tiles);
+      }
+    });
+  } else {
+    const int64_t macs_per_item = p.m * kt.max_b * std::max<int64_t>(p.k, 1);
+    const int64_t grain = std::max<int64_t>(1, kMinChunkMacs / macs_per_item);
+    pool.ParallelFor(col_tiles, grain, [&](int64_t t0, int64_t t1) {
+      for (int64_t i0 = 0; i0 < p.m; i0 += p.row_block) {
+        RunBlock(p, i0, std::min(p.m, i0 + p.row_block), t0, t1);
+      }
+    });
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace matmul_internal
+
+absl::Status MatMulCpu(const MatMulArgs& args, ThreadPool& pool) {
+  return matmul_internal::MatMulCpuIsa(args, pool, matmul_internal::DefaultIsa());
+}
+
+}  // namespace xpd::kernels

@@ -1,0 +1,365 @@
+#include "kernels/matmul/matmul.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/core/dtype.h"
+#include "kernels/matmul/matmul_internal.h"
+
+namespace xpd::kernels {
+namespace {
+
+using matmul_internal::DefaultIsa;
+using matmul_internal::DetectIsa;
+using matmul_internal::Isa;
+using matmul_internal::IsaName;
+using matmul_internal::MatMulCpuIsa;
+
+// Owns the storage behind a WeightMatrix view.
+struct TestWeights {
+  std::vector<float> f32;
+  std::vector<uint16_t> bf16;
+  std::vector<uint8_t> f8;
+  std::vector<float> scales;
+  WeightMatrix view;
+};
+
+TestWeights MakeWeights(DType dtype, int64_t n, int64_t k, uint32_t seed, int block_rows = 128,
+                        int block_cols = 128) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  TestWeights t;
+  t.view.dtype = dtype;
+  t.view.rows = n;
+  t.view.cols = k;
+  switch (dtype) {
+    case DType::kF32:
+      t.f32.resize(n * k);
+      for (float& v : t.f32) v = normal(rng);
+      t.view.data = t.f32.data();
+      break;
+    case DType::kBF16:
+      t.bf16.resize(n * k);
+      for (uint16_t& v : t.bf16) v = F32ToBf16(normal(rng));
+      t.view.data = t.bf16.data();
+      break;
+    case DType::kF8E4M3: {
+      t.f8.resize(n * k);
+      std::uniform_int_distribution<int> code(0, 255);
+      for (uint8_t& v : t.f8) {
+        int c;
+        do c = code(rng);
+        while ((c & 0x7f) == 0x7f);  // every finite code, subnormals included
+        v = static_cast<uint8_t>(c);
+      }
+      t.view.data = t.f8.data();
+      t.view.block_rows = block_rows;
+      t.view.block_cols = block_cols;
+      const int64_t grid = ((n + block_rows - 1) / block_rows) * t.view.scale_cols();
+      std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+      t.scales.resize(grid);
+      for (float& s : t.scales) s = scale(rng) / 256.0f;
+      t.view.block_scales = t.scales.data();
+      break;
+    }
+  }
+  return t;
+}
+
+std::vector<float> RandomVector(int64_t size, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(size);
+  for (float& e : v) e = normal(rng);
+  return v;
+}
+
+std::vector<Isa> IsasToTest() {
+  std::vector<Isa> isas = {Isa::kAvx2};
+  if (DetectIsa() >= Isa::kAvx512) isas.push_back(Isa::kAvx512);
+  if (DetectIsa() >= Isa::kAvx512Bf16) isas.push_back(Isa::kAvx512Bf16);
+  return isas;
+}
+
+struct Case {
+  DType dtype;
+  Precision precision;
+};
+const Case kCases[] = {{DType::kF32, Precision::kF32},
+                       {DType::kBF16, Precision::kF32},
+                       {DType::kF8E4M3, Precision::kF32},
+                       {DType::kBF16, Precision::kBF16}};
+
+std::string Describe(Isa isa, const Case& c, int64_t m, const WeightMatrix& w) {
+  return std::string(IsaName(isa)) + " " + std::string(DTypeName(c.dtype)) +
+         (c.precision == Precision::kBF16 ? " kBF16" : " kF32") + " m=" + std::to_string(m) +
+         " n=" + std::to_string(w.rows) + " k=" + std::to_string(w.cols) +
+         " block=" + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols);
+}
+
+// Runs optimized and reference with the given layout and compares within
+// f32 summation error: 1e-5 * sum |x| |w| per output.
+void CheckAgainstReference(Isa isa, const Case& c, int64_t m, const WeightMatrix& w, int threads,
+                           OutputMode mode, int64_t x_pad, int64_t y_pad) {
+  const int64_t k = w.cols, n = w.rows;
+  const int64_t xs = k + x_pad, ys = n + y_pad;
+  const std::vector<float> x = RandomVector(std::max<int64_t>(1, m * xs), 7 + m);
+  const std::vector<float> y0 = RandomVector(std::max<int64_t>(1, m * ys), 11 + m);
+  std::vector<float> y_ref = y0, y_opt = y0;
+  MatMulArgs args;
+  args.x = x.data();
+  args.x_stride = x_pad ? xs : 0;
+  args.w = &w;
+  args.m = m;
+  args.y_stride = y_pad ? ys : 0;
+  args.precision = c.precision;
+  args.output = mode;
+  args.y = y_ref.data();
+  ASSERT_TRUE(MatMulReference(args).ok());
+  args.y = y_opt.data();
+  ThreadPool pool(threads);
+  ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+  const std::string what = Describe(isa, c, m, w);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < ys; ++j) {
+      const int64_t at = i * ys + j;
+      if (j >= n) {  // padding between rows must be untouched
+        ASSERT_EQ(std::memcmp(&y_opt[at], &y0[at], sizeof(float)), 0) << what;
+        continue;
+      }
+      double scale = 0.0;
+      for (int64_t q = 0; q < k; ++q) {
+        const float xv =
+            c.precision == Precision::kBF16 ? RoundToBf16(x[i * xs + q]) : x[i * xs + q];
+        scale += std::fabs(static_cast<double>(xv) * w.At(j, q));
+      }
+      if (mode == OutputMode::kAccumulate) scale += std::fabs(y0[at]);
+      ASSERT_NEAR(y_opt[at], y_ref[at], 1e-5 * scale + 1e-30) << what << " i=" << i << " j=" << j;
+    }
+  }
+}
+
+TEST(MatMulTest, MatchesReferenceOnOddShapes) {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  // n covers every remainder modulo the tile widths (6 and 3), m every
+  // remainder modulo 4, k multiples and non-multiples of 8/16/32; large k
+  // exercises the split of k into cache chunks.
+  const Shape shapes[] = {{1, 1, 1},    {1, 7, 13},     {1, 50, 300}, {2, 6, 16},
+                          {2, 9, 77},   {3, 10, 40},    {4, 13, 129}, {5, 19, 200},
+                          {16, 24, 64}, {37, 23, 257},  {3, 1, 1000}, {1, 29, 31},
+                          {4, 11, 33},  {300, 17, 160}, {9, 7, 2500}, {6, 13, 4200}};
+  for (Isa isa : IsasToTest()) {
+    for (const Case& c : kCases) {
+      for (const Shape& s : shapes) {
+        const TestWeights w = MakeWeights(c.dtype, s.n, s.k, 3);
+        CheckAgainstReference(isa, c, s.m, w.view, 3, OutputMode::kOverwrite, 0, 0);
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, Fp8BlockShapes) {
+  const int blocks[][2] = {{128, 128}, {16, 16}, {8, 24}, {5, 7}, {1, 300}};
+  const Case c = {DType::kF8E4M3, Precision::kF32};
+  for (Isa isa : IsasToTest()) {
+    for (const auto& b : blocks) {
+      for (int64_t m : {1, 3, 37}) {
+        // n and k are not multiples of the block: partial edge blocks.
+        const TestWeights w = MakeWeights(DType::kF8E4M3, 150, 290, 5, b[0], b[1]);
+        CheckAgainstReference(isa, c, m, w.view, 2, OutputMode::kOverwrite, 0, 0);
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, AccumulateAndStrides) {
+  for (Isa isa : IsasToTest()) {
+    for (const Case& c : kCases) {
+      const TestWeights w = MakeWeights(c.dtype, 29, 145, 9, 16, 32);
+      for (int64_t m : {1, 4, 9}) {
+        CheckAgainstReference(isa, c, m, w.view, 3, OutputMode::kAccumulate, 0, 0);
+        CheckAgainstReference(isa, c, m, w.view, 3, OutputMode::kOverwrite, 5, 3);
+        CheckAgainstReference(isa, c, m, w.view, 1, OutputMode::kAccumulate, 7, 1);
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, DefaultDispatchMatchesReference) {
+  for (const Case& c : kCases) {
+    const TestWeights w = MakeWeights(c.dtype, 40, 333, 13);
+    CheckAgainstReference(DefaultIsa(), c, 21, w.view, 2, OutputMode::kOverwrite, 0, 0);
+    // The public entry point must pick the same path as DefaultIsa().
+    const std::vector<float> x = RandomVector(21 * 333, 1);
+    std::vector<float> a(21 * 40), b(21 * 40);
+    MatMulArgs args;
+    args.x = x.data();
+    args.w = &w.view;
+    args.m = 21;
+    args.precision = c.precision;
+    ThreadPool pool(2);
+    args.y = a.data();
+    ASSERT_TRUE(MatMulCpu(args, pool).ok());
+    args.y = b.data();
+    ASSERT_TRUE(MatMulCpuIsa(args, pool, DefaultIsa()).ok());
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+  }
+}
+
+// y[i][j] must be bitwise the same whatever m is, wherever the row sits and
+// however many threads run: row alone (m = 1, 1 thread) vs inside batches.
+TEST(MatMulTest, BatchInvariantBitwise) {
+  const int64_t n = 29;
+  // k = 2100 is split into cache chunks for big batches.
+  for (int64_t k : {300, 2100}) {
+    for (Isa isa : IsasToTest()) {
+      for (const Case& c : kCases) {
+        const TestWeights w = MakeWeights(c.dtype, n, k, 17);
+        const std::vector<float> x = RandomVector(300 * k, 23);
+        auto run = [&](const std::vector<float>& xs, int64_t m, int threads) {
+          std::vector<float> y(m * n);
+          MatMulArgs args;
+          args.x = xs.data();
+          args.w = &w.view;
+          args.y = y.data();
+          args.m = m;
+          args.precision = c.precision;
+          ThreadPool pool(threads);
+          EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+          return y;
+        };
+        // Each of the first 37 rows alone.
+        std::vector<std::vector<float>> alone(37);
+        for (int64_t i = 0; i < 37; ++i) {
+          alone[i] = run(std::vector<float>(x.begin() + i * k, x.begin() + (i + 1) * k), 1, 1);
+        }
+        const std::string what = Describe(isa, c, 37, w.view);
+        for (int threads : {1, 2, 3}) {
+          // In a batch of 37, in order.
+          const std::vector<float> batch =
+              run(std::vector<float>(x.begin(), x.begin() + 37 * k), 37, threads);
+          // Reversed inside a batch of 300 (other positions, other tile shapes).
+          std::vector<float> big(x);
+          for (int64_t i = 0; i < 37; ++i) {
+            std::copy(x.begin() + i * k, x.begin() + (i + 1) * k, big.begin() + (299 - i) * k);
+          }
+          const std::vector<float> big_y = run(big, 300, threads);
+          for (int64_t i = 0; i < 37; ++i) {
+            ASSERT_EQ(std::memcmp(alone[i].data(), &batch[i * n], n * sizeof(float)), 0)
+                << what << " threads=" << threads << " row " << i;
+            ASSERT_EQ(std::memcmp(alone[i].data(), &big_y[(299 - i) * n], n * sizeof(float)), 0)
+                << what << " threads=" << threads << " row " << i << " at " << 299 - i;
+          }
+          // Small batches use the in-register widening path; check m = 2..5 too.
+          for (int64_t m = 2; m <= 5; ++m) {
+            const std::vector<float> small =
+                run(std::vector<float>(x.begin() + 10 * k, x.begin() + (10 + m) * k), m, threads);
+            for (int64_t i = 0; i < m; ++i) {
+              ASSERT_EQ(std::memcmp(alone[10 + i].data(), &small[i * n], n * sizeof(float)), 0)
+                  << what << " m=" << m << " row " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatMulTest, EmptyDimensions) {
+  for (Isa isa : IsasToTest()) {
+    ThreadPool pool(2);
+    const TestWeights w0 = MakeWeights(DType::kBF16, 5, 0, 1);  // k = 0: y = 0 or unchanged
+    std::vector<float> x(1), y = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    MatMulArgs args;
+    args.x = x.data();
+    args.w = &w0.view;
+    args.y = y.data();
+    args.m = 2;
+    args.output = OutputMode::kAccumulate;
+    ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+    EXPECT_EQ(y, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+    args.output = OutputMode::kOverwrite;
+    ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+    EXPECT_EQ(y, std::vector<float>(10, 0.0f));
+    args.m = 0;
+    args.x = nullptr;
+    args.y = nullptr;
+    EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+    EXPECT_TRUE(MatMulReference(args).ok());
+  }
+}
+
+TEST(MatMulTest, ValidationErrors) {
+  const TestWeights bf16 = MakeWeights(DType::kBF16, 4, 8, 1);
+  const TestWeights f8 = MakeWeights(DType::kF8E4M3, 4, 8, 1);
+  const TestWeights f32 = MakeWeights(DType::kF32, 4, 8, 1);
+  std::vector<float> x(64), y(64);
+  auto base = [&] {
+    MatMulArgs a;
+    a.x = x.data();
+    a.w = &bf16.view;
+    a.y = y.data();
+    a.m = 2;
+    return a;
+  };
+  auto expect_invalid = [&](const MatMulArgs& a, const std::string& needle) {
+    const absl::Status s = ValidateMatMulArgs(a);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << needle;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+    ThreadPool pool(1);
+    EXPECT_EQ(MatMulCpu(a, pool).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(MatMulReference(a).code(), absl::StatusCode::kInvalidArgument);
+  };
+  EXPECT_TRUE(ValidateMatMulArgs(base()).ok());
+  MatMulArgs a = base();
+  a.x = nullptr;
+  expect_invalid(a, "x is null");
+  a = base();
+  a.y = nullptr;
+  expect_invalid(a, "y is null");
+  a = base();
+  a.w = nullptr;
+  expect_invalid(a, "w is null");
+  a = base();
+  a.m = -1;
+  expect_invalid(a, "m = -1");
+  a = base();
+  a.x_stride = 7;
+  expect_invalid(a, "x_stride 7 < k = 8");
+  a = base();
+  a.y_stride = 3;
+  expect_invalid(a, "y_stride 3 < n = 4");
+  WeightMatrix no_scales = f8.view;
+  no_scales.block_scales = nullptr;
+  a = base();
+  a.w = &no_scales;
+  expect_invalid(a, "without block_scales");
+  WeightMatrix bad_block = f8.view;
+  bad_block.block_cols = 0;
+  a.w = &bad_block;
+  expect_invalid(a, "not positive");
+  bad_block = f8.view;
+  bad_block.block_rows = -128;
+  a.w = &bad_block;
+  expect_invalid(a, "not positive");
+  a = base();
+  a.precision = Precision::kBF16;
+  a.w = &f8.view;
+  expect_invalid(a, "needs BF16 weights, got F8_E4M3");
+  a.w = &f32.view;
+  expect_invalid(a, "needs BF16 weights, got F32");
+  WeightMatrix no_data = bf16.view;
+  no_data.data = nullptr;
+  a = base();
+  a.w = &no_data;
+  expect_invalid(a, "weight data is null");
+}
+
+}  // namespace
+}  // namespace xpd::kernels

@@ -1,0 +1,58 @@
+// Register-tile kernel interface shared by the MatMulCpu driver and the per-ISA
+// kernel files. Deliberately free of library headers: the AVX-512 file includes
+// it, and nothing compiled there may be shared (inline, static init) with
+// code that runs on AVX2-only CPUs.
+#pragma once
+
+#include <cstdint>
+
+namespace xpd::kernels::matmul_internal {
+
+inline constexpr int kMaxTileA = 4;   // x rows per register tile
+inline constexpr int kMaxTileB = 6;   // W rows per register tile
+inline constexpr int kMaxLanes = 16;  // f32 lanes of the widest kernels
+
+// One register tile: for a < A, b < B,
+//   y[a][b] = dot(x[a][0:k], W_b[0:k])   (or += with accumulate)
+// Every kernel of a kind computes each output with the same per-lane k loop
+// and the same horizontal sum whatever A and B are: this is what makes the
+// results independent of tiling (batch invariance).
+struct TileArgs {
+  const void* x[kMaxTileA];        // f32 rows, or bf16 rows for kDpBf16
+  const void* w[kMaxTileB];        // weight rows in the kind's element type
+  const float* scales[kMaxTileB];  // kF8W: the block-scale row of each W row
+  float* y[kMaxTileA];             // &y[row][first column of the tile]
+  // This call covers columns [k_begin, k_end) of k: k may be split into chunks
+  // for cache blocking; every chunk but the last has a multiple of 32 columns.
+  int64_t k_begin = 0;
+  int64_t k_end = 0;
+  // Chunked calls carry the per-output accumulator vectors between chunks in
+  // `partial` ([kMaxTileA][kMaxTileB][lanes] floats): a stored and reloaded
+  // vector is exact, so chunking does not change any result bit.
+  float* partial = nullptr;  // unused when first_chunk && last_chunk
+  bool first_chunk = true;   // start from zero (else from partial)
+  bool last_chunk = true;    // reduce and write y (else save to partial)
+  int32_t block_cols = 0;    // kF8W: multiple of the kernel's lane count
+  bool accumulate = false;
+};
+using TileFn = void (*)(const TileArgs&);
+
+enum TileKind : int {
+  kTileF32 = 0,  // x f32, W f32 (F32 weights or a dequantized panel)
+  kTileBf16W,    // x f32, W bf16 widened in registers
+  kTileF8W,      // x f32, W e4m3 widened and scaled in registers
+  kTileDpBf16,   // x bf16, W bf16, vdpbf16ps (AVX512_BF16 only)
+  kNumTileKinds,
+};
+
+struct TileKernels {
+  int max_a = 0;
+  int max_b = 0;
+  int lanes = 0;  // f32 lanes per vector; kF8W needs block_cols % lanes == 0
+  TileFn fn[kNumTileKinds][kMaxTileA][kMaxTileB] = {};  // [kind][A-1][B-1], null if absent
+};
+
+const TileKernels& Avx2TileKernels();
+const TileKernels& Avx512TileKernels();  // only callable after a CPU check
+
+}  // namespace xpd::kernels::matmul_internal
