@@ -120,8 +120,7 @@ absl::Status RunBench(const std::vector<std::string>& args) {
         "bandwidth bound at %.1f GB/s)\n  peak RSS %.2f GiB\n",
         batch, prompt_tokens, gen_tokens, out["compute"].get<std::string>(),
         session.backend->name(), out["prefill_tokens_per_s"].get<double>(), decode_tps,
-        100.0 * decode_tps / bound_tps, bound_tps, bandwidth / 1e9,
-        peak_rss / double(1 << 30));
+        100.0 * decode_tps / bound_tps, bound_tps, bandwidth / 1e9, peak_rss / double(1 << 30));
   }
   return absl::OkStatus();
 }
@@ -129,12 +128,7 @@ absl::Status RunBench(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunBenchCommand(const std::vector<std::string>& args) {
-  absl::Status status = RunBench(args);
-  if (!status.ok()) {
-    std::cerr << "xpd bench: " << status.message() << "\n";
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
+  return ExitStatus("bench", RunBench(args));
 }
 
 }  // namespace xpd::cli

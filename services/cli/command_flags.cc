@@ -1,5 +1,7 @@
 #include "services/cli/command_flags.h"
 
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -96,6 +98,12 @@ absl::StatusOr<std::vector<int64_t>> CommandFlags::GetIntList(const std::string&
     out.push_back(value);
   }
   return out;
+}
+
+int ExitStatus(const char* command, const absl::Status& status) {
+  if (status.ok()) return 0;
+  std::cerr << "xpd " << command << ": " << status.message() << "\n";
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
 }  // namespace xpd::cli

@@ -33,4 +33,8 @@ class CommandFlags {
   std::map<std::string, std::string> values_;
 };
 
+// Prints "xpd <command>: <message>" to stderr for a failed command and returns
+// its exit status: 0 on success, 2 for invalid arguments, 1 otherwise.
+int ExitStatus(const char* command, const absl::Status& status);
+
 }  // namespace xpd::cli

@@ -44,12 +44,7 @@ absl::Status RunGenerate(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunGenerateCommand(const std::vector<std::string>& args) {
-  absl::Status status = RunGenerate(args);
-  if (!status.ok()) {
-    std::cerr << "xpd generate: " << status.message() << "\n";
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
+  return ExitStatus("generate", RunGenerate(args));
 }
 
 }  // namespace xpd::cli

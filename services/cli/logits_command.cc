@@ -62,12 +62,7 @@ absl::Status RunLogits(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunLogitsCommand(const std::vector<std::string>& args) {
-  absl::Status status = RunLogits(args);
-  if (!status.ok()) {
-    std::cerr << "xpd logits: " << status.message() << "\n";
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
+  return ExitStatus("logits", RunLogits(args));
 }
 
 }  // namespace xpd::cli

@@ -60,11 +60,7 @@ TEST_P(Bf16ComputeTest, TeacherForcedWithinStatedBounds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCheckpoints, Bf16ComputeTest,
-                         ::testing::Values("bf16", "fp8", "fp8-block16"), [](const auto& info) {
-                           std::string name = info.param;
-                           for (char& c : name) c = (c == '-') ? '_' : c;
-                           return name;
-                         });
+                         ::testing::Values("bf16", "fp8", "fp8-block16"), VariantName);
 
 }  // namespace
 }  // namespace xpd::testing

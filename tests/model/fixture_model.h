@@ -10,6 +10,7 @@
 #include "common/model/checkpoint.h"
 #include "common/model/deepseek_model.h"
 #include "common/runtime/latent_kv_pool.h"
+#include "gtest/gtest.h"
 #include "kernels/backend/backend.h"
 
 namespace xpd::testing {
@@ -38,5 +39,12 @@ std::vector<int32_t> LoadIds(const std::string& path);
 // Largest |a - b| over two equally long arrays.
 float MaxAbsDiff(const float* a, const float* b, int64_t n);
 int32_t ArgMax(const float* values, int64_t n);
+
+// gtest parameter names for checkpoint variants ("fp8-sharded" -> "fp8_sharded").
+inline std::string VariantName(const ::testing::TestParamInfo<std::string>& info) {
+  std::string name = info.param;
+  for (char& c : name) c = (c == '-') ? '_' : c;
+  return name;
+}
 
 }  // namespace xpd::testing

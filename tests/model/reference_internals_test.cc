@@ -205,11 +205,7 @@ TEST_P(ReferenceInternalsTest, ReferenceBackendAgreesWithOptimizedBackend) {
 
 INSTANTIATE_TEST_SUITE_P(AllCheckpoints, ReferenceInternalsTest,
                          ::testing::Values("bf16", "fp8", "fp8-block16", "fp8-sharded"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           for (char& c : name) c = (c == '-') ? '_' : c;
-                           return name;
-                         });
+                         VariantName);
 
 }  // namespace
 }  // namespace xpd::testing
