@@ -443,6 +443,13 @@ double Sampler::NextUniform() {
   return static_cast<double>(z >> 11) * 0x1.0p-53;  // 53 random bits -> [0, 1)
 }
 
+void Sampler::SkipSamples(int64_t samples) {
+  // SplitMix64's state advances by a constant per draw.
+  if (params_.temperature > 0.0f && samples > 0) {
+    rng_state_ += 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(samples);
+  }
+}
+
 SampledToken Sampler::Sample(std::span<const float> logits) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
   SampledToken result;

@@ -40,6 +40,10 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);  // params must be valid
   // logits: f32 [vocab]. Deterministic given the seed and the call sequence.
   SampledToken Sample(std::span<const float> logits);
+  // Advances the random stream as `samples` non-greedy Sample calls would, so
+  // a request whose first token was sampled elsewhere (prefill rank) resumes
+  // with the same sequence as the single-process engine.
+  void SkipSamples(int64_t samples);
 
  private:
   double NextUniform();  // [0, 1)

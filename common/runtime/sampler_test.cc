@@ -378,5 +378,15 @@ TEST(SamplerTest, ValidationErrorsNameTheField) {
   }
 }
 
+TEST(SamplerTest, SkipSamplesResumesTheSameStream) {
+  const std::vector<float> logits = {0.1f, 0.5f, 0.2f, 1.0f, -0.3f, 0.7f};
+  Sampler whole(Params(1.0f, 0, 1.0f, 77));
+  std::vector<int32_t> expected;
+  for (int i = 0; i < 40; ++i) expected.push_back(whole.Sample(logits).token);
+  Sampler resumed(Params(1.0f, 0, 1.0f, 77));
+  resumed.SkipSamples(3);
+  for (int i = 3; i < 40; ++i) EXPECT_EQ(resumed.Sample(logits).token, expected[i]) << i;
+}
+
 }  // namespace
 }  // namespace xpd::runtime
