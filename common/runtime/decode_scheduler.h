@@ -31,8 +31,8 @@ struct DecodeStart {
 };
 
 // What the step thread reports for one request, in order: tokens as they
-// are produced, then exactly one final update (finish reason, or an error
-// such as CANCELLED).
+// are produced (starting with the prefill-sampled first token), then exactly
+// one final update (finish reason, or an error such as CANCELLED).
 struct DecodeUpdate {
   std::vector<SampledToken> tokens;
   std::optional<FinishReason> finished;
@@ -47,7 +47,7 @@ struct DecodeStats {
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_free = 0;
   int32_t running = 0;
-  int32_t waiting = 0;  // reserved, not yet started
+  int32_t waiting = 0;  // holding a reservation, not in the running batch
   int64_t steps = 0;
 };
 

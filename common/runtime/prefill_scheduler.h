@@ -43,8 +43,9 @@ class PrefillScheduler {
                    PrefillSchedulerOptions options = {});
   ~PrefillScheduler();  // stops the step thread; queued requests get CANCELLED
 
-  // `done` runs once, on the step thread (or inline on rejection), with the
-  // result or an error (INVALID_ARGUMENT for bad tokens, CANCELLED, ...).
+  // A rejected request (INVALID_ARGUMENT, ALREADY_EXISTS, RESOURCE_EXHAUSTED)
+  // returns the error and `done` is never called. Otherwise `done` runs once,
+  // on the step thread, with the result or an error (CANCELLED, ...).
   absl::Status Submit(const std::string& id, std::vector<int32_t> prompt,
                       const SamplingParams& sampling,
                       std::function<void(absl::StatusOr<PrefillResult>)> done);

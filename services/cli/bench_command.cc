@@ -12,10 +12,14 @@
 #include "common/runtime/generator.h"
 #include "nlohmann/json.hpp"
 #include "services/cli/commands.h"
-#include "services/cli/model_session.h"
+#include "common/runtime/model_session.h"
 
 namespace xpd::cli {
 namespace {
+
+using runtime::kModelValueFlags;
+using runtime::ModelSession;
+using runtime::OpenModelSession;
 
 // Weight bytes one decode step of `batch` sequences streams from memory: every
 // non-expert matrix once (absorbed attention form), plus the routed experts the

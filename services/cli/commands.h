@@ -5,11 +5,20 @@
 #include <string>
 #include <vector>
 
+#include "services/cli/command_flags.h"
+
 namespace xpd::cli {
 
 int RunLogitsCommand(const std::vector<std::string>& args);
 int RunGenerateCommand(const std::vector<std::string>& args);
 int RunBenchCommand(const std::vector<std::string>& args);
 int RunDummyModelCommand(const std::vector<std::string>& args);
+int RunUpCommand(const std::vector<std::string>& args);
+
+// `xpd generate --router ...`: the same request through a cluster's router.
+absl::Status RunRemoteGenerate(const CommandFlags& flags);
+int RunTokenizeCommand(const std::vector<std::string>& args);
+int RunDetokenizeCommand(const std::vector<std::string>& args);
+int RunChatTemplateCommand(const std::vector<std::string>& args);
 
 }  // namespace xpd::cli

@@ -1,21 +1,29 @@
 // xpd generate --model DIR --tokens 5,17,42 --max-tokens 8 --temperature 0 [--ignore-eos]
-// Prints {"tokens":[...]} with the generated ids.
+//   runs the engine in this process and prints {"tokens":[...]}.
+// xpd generate --router HOST:P (--tokens IDS | --prompt TEXT | --chat FILE.json) ... [--format json]
+//   asks a cluster (generate_remote.cc).
 #include <iostream>
 
 #include "common/base/status_macros.h"
 #include "common/runtime/generator.h"
 #include "nlohmann/json.hpp"
 #include "services/cli/commands.h"
-#include "services/cli/model_session.h"
+#include "common/runtime/model_session.h"
 
 namespace xpd::cli {
 namespace {
 
+using runtime::kModelValueFlags;
+using runtime::ModelSession;
+using runtime::OpenModelSession;
+
 absl::Status RunGenerate(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = kModelValueFlags;
-  value_flags.insert({"tokens", "max-tokens", "temperature", "top-k", "top-p", "seed"});
+  value_flags.insert({"tokens", "max-tokens", "temperature", "top-k", "top-p", "seed", "router",
+                      "prompt", "chat", "format", "stop", "timeout"});
   XPD_ASSIGN_OR_RETURN(CommandFlags flags,
                        CommandFlags::Parse(args, value_flags, {"ignore-eos", "logprobs"}));
+  if (flags.Has("router")) return RunRemoteGenerate(flags);
   XPD_ASSIGN_OR_RETURN(std::vector<int64_t> ids, flags.GetIntList("tokens"));
   runtime::GenerateRequest request;
   for (int64_t id : ids) request.prompt.push_back(static_cast<int32_t>(id));

@@ -9,10 +9,14 @@
 #include "common/base/npy.h"
 #include "common/base/status_macros.h"
 #include "services/cli/commands.h"
-#include "services/cli/model_session.h"
+#include "common/runtime/model_session.h"
 
 namespace xpd::cli {
 namespace {
+
+using runtime::kModelValueFlags;
+using runtime::ModelSession;
+using runtime::OpenModelSession;
 
 absl::Status RunLogits(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = kModelValueFlags;

@@ -16,7 +16,11 @@ constexpr char kUsage[] =
     "  generate     generate tokens from a prompt of token ids\n"
     "  logits       write a prompt's logits (or MTP logits) as .npy\n"
     "  bench        measure prefill/decode throughput and memory\n"
-    "  dummy-model  write a checkpoint of deterministic random (dummy) weights\n";
+    "  dummy-model  write a checkpoint of deterministic random (dummy) weights\n"
+    "  up           run a local cluster: controller, prefill, decode and router processes\n"
+    "  tokenize     text to token ids (JSON lines on stdin and stdout)\n"
+    "  detokenize   token ids to text (JSON lines on stdin and stdout)\n"
+    "  chat-template  render conversations with the chat template, to text and ids (JSON lines)\n";
 
 }  // namespace
 
@@ -27,6 +31,10 @@ int main(int argc, char** argv) {
       {"logits", xpd::cli::RunLogitsCommand},
       {"bench", xpd::cli::RunBenchCommand},
       {"dummy-model", xpd::cli::RunDummyModelCommand},
+      {"up", xpd::cli::RunUpCommand},
+      {"tokenize", xpd::cli::RunTokenizeCommand},
+      {"detokenize", xpd::cli::RunDetokenizeCommand},
+      {"chat-template", xpd::cli::RunChatTemplateCommand},
   };
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
     std::cerr << kUsage;

@@ -1,4 +1,4 @@
-#include "services/cli/command_flags.h"
+#include "common/base/command_flags.h"
 
 #include <iostream>
 
@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace xpd::cli {
+namespace xpd::base {
 
 absl::StatusOr<CommandFlags> CommandFlags::Parse(const std::vector<std::string>& args,
                                                  const std::set<std::string>& value_flags,
@@ -106,4 +106,4 @@ int ExitStatus(const char* command, const absl::Status& status) {
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-}  // namespace xpd::cli
+}  // namespace xpd::base

@@ -4,22 +4,23 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/base/command_flags.h"
 #include "common/model/checkpoint.h"
 #include "common/model/deepseek_model.h"
 #include "common/runtime/latent_kv_pool.h"
 #include "kernels/backend/backend.h"
-#include "services/cli/command_flags.h"
 
-namespace xpd::cli {
+namespace xpd::runtime {
 
 struct ModelSession {
   std::unique_ptr<model::Checkpoint> checkpoint;
   std::unique_ptr<kernels::Backend> backend;
   std::unique_ptr<model::DeepSeekModel> model;
-  std::unique_ptr<runtime::LatentKvPool> pool;
+  std::unique_ptr<LatentKvPool> pool;
 };
 
 struct ModelSessionOptions {
@@ -28,10 +29,10 @@ struct ModelSessionOptions {
 };
 
 // Flags read: --model DIR (required), --compute f32|bf16, --threads N.
-absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
+absl::StatusOr<ModelSession> OpenModelSession(const base::CommandFlags& flags,
                                               const ModelSessionOptions& options);
 
 // Value and switch flags every model command accepts.
 inline const std::set<std::string> kModelValueFlags = {"model", "compute", "threads"};
 
-}  // namespace xpd::cli
+}  // namespace xpd::runtime

@@ -1,4 +1,4 @@
-#include "services/cli/model_session.h"
+#include "common/runtime/model_session.h"
 
 #include <chrono>
 #include <iostream>
@@ -7,9 +7,9 @@
 #include "absl/strings/str_format.h"
 #include "common/base/status_macros.h"
 
-namespace xpd::cli {
+namespace xpd::runtime {
 
-absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
+absl::StatusOr<ModelSession> OpenModelSession(const base::CommandFlags& flags,
                                               const ModelSessionOptions& options) {
   XPD_ASSIGN_OR_RETURN(std::string dir, flags.GetString("model"));
   const std::string compute = flags.GetString("compute", "f32");
@@ -45,13 +45,13 @@ absl::StatusOr<ModelSession> OpenModelSession(const CommandFlags& flags,
   const model::ModelConfig& config = session.model->config();
   constexpr int32_t kBlockSize = 64;
   XPD_ASSIGN_OR_RETURN(
-      session.pool, runtime::LatentKvPool::Create(
-                        {.num_layers = session.model->cache_layers(),
-                         .latent_dim = static_cast<int32_t>(config.latent_dim()),
-                         .block_size = kBlockSize,
-                         .num_blocks = std::max<int64_t>(
-                             1, runtime::LatentKvPool::BlocksFor(options.kv_tokens, kBlockSize))}));
+      session.pool,
+      LatentKvPool::Create({.num_layers = session.model->cache_layers(),
+                            .latent_dim = static_cast<int32_t>(config.latent_dim()),
+                            .block_size = kBlockSize,
+                            .num_blocks = std::max<int64_t>(
+                                1, LatentKvPool::BlocksFor(options.kv_tokens, kBlockSize))}));
   return session;
 }
 
-}  // namespace xpd::cli
+}  // namespace xpd::runtime

@@ -1,0 +1,87 @@
+// Runs the real xpd-controller binary: it prints its one `listening` line,
+// serves Register/ListRanks on the printed address, and exits 0 on SIGTERM.
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "xpd/v1/cluster.grpc.pb.h"
+
+namespace xpd::controller {
+namespace {
+
+using ::testing::MatchesRegex;
+
+constexpr int kTimeoutMs = 20'000;
+
+// Reads from `fd` until `stop` says so, EOF, or the timeout.
+template <typename Stop>
+std::string ReadUntil(int fd, Stop stop) {
+  std::string out;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(kTimeoutMs);
+  while (!stop(out)) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    pollfd pfd{.fd = fd, .events = POLLIN, .revents = 0};
+    if (left.count() <= 0 || poll(&pfd, 1, static_cast<int>(left.count())) <= 0) break;
+    char buffer[256];
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n <= 0) break;
+    out.append(buffer, n);
+  }
+  return out;
+}
+
+TEST(ControllerMainTest, PrintsAddressServesAndExitsOnSigterm) {
+  int out_pipe[2];
+  ASSERT_EQ(pipe(out_pipe), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    close(out_pipe[0]);
+    close(out_pipe[1]);
+    execl(XPD_CONTROLLER_BINARY, XPD_CONTROLLER_BINARY, "--port", "0", "--metrics-port", "0",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  const std::string line =
+      ReadUntil(out_pipe[0], [](const std::string& s) { return s.find('\n') != s.npos; });
+  EXPECT_THAT(line, MatchesRegex("listening controller=127\\.0\\.0\\.1:[0-9]+ "
+                                 "metrics=127\\.0\\.0\\.1:[0-9]+\n"));
+
+  const size_t begin = line.find('=') + 1;
+  const std::string address = line.substr(begin, line.find(' ', begin) - begin);
+  if (!address.empty()) {
+    auto stub = xpd::v1::Controller::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext register_context;
+    register_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    xpd::v1::RegisterRequest request;
+    request.set_role(xpd::v1::ROLE_PREFILL);
+    request.set_address("127.0.0.1:1");
+    xpd::v1::RegisterResponse response;
+    ASSERT_TRUE(stub->Register(&register_context, request, &response).ok());
+    EXPECT_EQ(response.rank_id(), "prefill-0");
+  }
+
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  // EOF on stdout means the process is exiting; nothing else is printed.
+  const std::string rest = ReadUntil(out_pipe[0], [](const std::string&) { return false; });
+  EXPECT_EQ(rest, "");
+  close(out_pipe[0]);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  EXPECT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+}
+
+}  // namespace
+}  // namespace xpd::controller

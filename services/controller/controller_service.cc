@@ -1,0 +1,164 @@
+#include "services/controller/controller_service.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace xpd::controller {
+namespace {
+
+using xpd::v1::Role;
+
+constexpr Role kRoles[] = {xpd::v1::ROLE_ROUTER, xpd::v1::ROLE_PREFILL, xpd::v1::ROLE_DECODE};
+
+}  // namespace
+
+std::string RoleName(Role role) {
+  std::string name = xpd::v1::Role_Name(role);
+  constexpr std::string_view kPrefix = "ROLE_";
+  if (name.rfind(kPrefix, 0) == 0) name.erase(0, kPrefix.size());
+  return absl::AsciiStrToLower(name);
+}
+
+ControllerService::ControllerService(ControllerOptions options)
+    : options_(std::move(options)),
+      down_after_(options_.down_after > absl::ZeroDuration() ? options_.down_after
+                                                             : 3 * options_.heartbeat_interval) {
+  if (options_.registry == nullptr) return;
+  // `role` here is the rank's role; the controller's own role label would
+  // collide with it, so this family drops that constant label.
+  prometheus::Labels gauge_labels = options_.metric_labels;
+  gauge_labels.erase("role");
+  ranks_gauge_ = &prometheus::BuildGauge()
+                      .Name("xpd_ranks")
+                      .Help("Registered ranks by state (healthy|down) and role.")
+                      .Labels(gauge_labels)
+                      .Register(*options_.registry);
+  heartbeats_ = &prometheus::BuildCounter()
+                     .Name("xpd_controller_heartbeats_total")
+                     .Help("Heartbeats received from ranks.")
+                     .Labels(options_.metric_labels)
+                     .Register(*options_.registry)
+                     .Add({});
+  absl::MutexLock lock(&mu_);
+  RefreshMetricsLocked(Now());
+}
+
+absl::Time ControllerService::Now() const {
+  return options_.clock ? options_.clock() : absl::Now();
+}
+
+bool ControllerService::IsHealthy(const Entry& entry, absl::Time now) const {
+  return now - entry.last_heartbeat <= down_after_;
+}
+
+xpd::v1::RankInfo ControllerService::Snapshot(const Entry& entry, absl::Time now) const {
+  xpd::v1::RankInfo info = entry.info;
+  info.set_healthy(IsHealthy(entry, now));
+  return info;
+}
+
+grpc::Status ControllerService::Register(grpc::ServerContext* context,
+                                         const xpd::v1::RegisterRequest* request,
+                                         xpd::v1::RegisterResponse* response) {
+  const Role role = request->role();
+  if (role == xpd::v1::ROLE_UNSPECIFIED || !xpd::v1::Role_IsValid(role)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "role: must be router, prefill or decode");
+  }
+  if (request->address().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "address: must not be empty");
+  }
+  if (request->rank() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rank: must be >= 0");
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = Now();
+  // A rank restarted at the same address takes its old id back.
+  std::string id;
+  for (const auto& [existing_id, entry] : ranks_) {
+    if (entry.info.role() == role && entry.info.address() == request->address()) id = existing_id;
+  }
+  if (id.empty()) {
+    const std::string prefix = RoleName(role) + "-";
+    id = absl::StrCat(prefix, request->rank());
+    for (int n = 0; ranks_.contains(id); ++n) id = absl::StrCat(prefix, n);
+  }
+  Entry& entry = ranks_[id];
+  entry.info.set_rank_id(id);
+  entry.info.set_role(role);
+  entry.info.set_address(request->address());
+  entry.info.set_rank(request->rank());
+  *entry.info.mutable_load() = request->load();
+  entry.info.set_last_heartbeat_unix_ms(absl::ToUnixMillis(now));
+  entry.last_heartbeat = now;
+  response->set_rank_id(id);
+  response->set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_interval));
+  RefreshMetricsLocked(now);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::Heartbeat(grpc::ServerContext* context,
+                                          const xpd::v1::HeartbeatRequest* request,
+                                          xpd::v1::HeartbeatResponse* response) {
+  absl::MutexLock lock(&mu_);
+  auto it = ranks_.find(request->rank_id());
+  if (it == ranks_.end()) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("unknown rank_id '", request->rank_id(), "'; register again"));
+  }
+  const absl::Time now = Now();
+  *it->second.info.mutable_load() = request->load();
+  it->second.info.set_last_heartbeat_unix_ms(absl::ToUnixMillis(now));
+  it->second.last_heartbeat = now;
+  if (heartbeats_ != nullptr) heartbeats_->Increment();
+  RefreshMetricsLocked(now);
+  return grpc::Status::OK;
+}
+
+grpc::Status ControllerService::ListRanks(grpc::ServerContext* context,
+                                          const xpd::v1::ListRanksRequest* request,
+                                          xpd::v1::ListRanksResponse* response) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = Now();
+  for (const auto& [id, entry] : ranks_) {
+    if (request->role() != xpd::v1::ROLE_UNSPECIFIED && entry.info.role() != request->role()) {
+      continue;
+    }
+    if (request->healthy_only() && !IsHealthy(entry, now)) continue;
+    *response->add_ranks() = Snapshot(entry, now);
+  }
+  RefreshMetricsLocked(now);
+  return grpc::Status::OK;
+}
+
+std::vector<xpd::v1::RankInfo> ControllerService::Ranks() const {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = Now();
+  std::vector<xpd::v1::RankInfo> ranks;
+  ranks.reserve(ranks_.size());
+  for (const auto& [id, entry] : ranks_) ranks.push_back(Snapshot(entry, now));
+  return ranks;
+}
+
+void ControllerService::RefreshMetrics() {
+  absl::MutexLock lock(&mu_);
+  RefreshMetricsLocked(Now());
+}
+
+void ControllerService::RefreshMetricsLocked(absl::Time now) {
+  if (ranks_gauge_ == nullptr) return;
+  std::map<std::pair<Role, bool>, int> counts;
+  for (const auto& [id, entry] : ranks_) ++counts[{entry.info.role(), IsHealthy(entry, now)}];
+  for (Role role : kRoles) {
+    for (bool healthy : {true, false}) {
+      ranks_gauge_->Add({{"state", healthy ? "healthy" : "down"}, {"role", RoleName(role)}})
+          .Set(counts[{role, healthy}]);
+    }
+  }
+}
+
+}  // namespace xpd::controller

@@ -1,0 +1,73 @@
+// The controller's rank registry (xpd.v1.Controller): ranks register with
+// role, address and rank, then heartbeat with their load. A rank whose last
+// heartbeat is older than `down_after` is reported unhealthy and skipped by
+// ListRanks(healthy_only), so the router stops choosing it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "xpd/v1/cluster.grpc.pb.h"
+
+namespace xpd::controller {
+
+struct ControllerOptions {
+  absl::Duration heartbeat_interval = absl::Milliseconds(500);  // told to ranks
+  absl::Duration down_after = absl::ZeroDuration();             // 0 = 3 x interval
+  std::function<absl::Time()> clock;                            // default absl::Now
+  // Optional metrics: xpd_ranks{state,role} and xpd_controller_heartbeats_total.
+  prometheus::Registry* registry = nullptr;
+  prometheus::Labels metric_labels;  // constant labels (role, rank, model)
+};
+
+class ControllerService : public xpd::v1::Controller::Service {
+ public:
+  explicit ControllerService(ControllerOptions options = {});
+
+  grpc::Status Register(grpc::ServerContext* context, const xpd::v1::RegisterRequest* request,
+                        xpd::v1::RegisterResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const xpd::v1::HeartbeatRequest* request,
+                         xpd::v1::HeartbeatResponse* response) override;
+  grpc::Status ListRanks(grpc::ServerContext* context, const xpd::v1::ListRanksRequest* request,
+                         xpd::v1::ListRanksResponse* response) override;
+
+  // Every known rank with `healthy` evaluated now, sorted by rank id.
+  std::vector<xpd::v1::RankInfo> Ranks() const;
+  // Recomputes the xpd_ranks gauges (the RPCs do too; call it periodically
+  // so the gauges follow ranks going silent).
+  void RefreshMetrics();
+
+ private:
+  struct Entry {
+    xpd::v1::RankInfo info;  // `healthy` is derived, not stored
+    absl::Time last_heartbeat;
+  };
+
+  absl::Time Now() const;
+  bool IsHealthy(const Entry& entry, absl::Time now) const;
+  xpd::v1::RankInfo Snapshot(const Entry& entry, absl::Time now) const;
+  void RefreshMetricsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ControllerOptions options_;
+  const absl::Duration down_after_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Entry> ranks_ ABSL_GUARDED_BY(mu_);  // by rank id
+
+  prometheus::Family<prometheus::Gauge>* ranks_gauge_ = nullptr;
+  prometheus::Counter* heartbeats_ = nullptr;
+};
+
+// "prefill", "decode", "router" (lower-case role name without the prefix).
+std::string RoleName(xpd::v1::Role role);
+
+}  // namespace xpd::controller

@@ -1,0 +1,136 @@
+// The disaggregated cluster end to end: real processes on loopback, reached
+// through the client SDK. Greedy output must equal the single-process engine
+// token for token (architecture invariant 1), and every failure a client can
+// cause or meet ends in a precise status, never a hang.
+#include <future>
+#include <random>
+#include <thread>
+
+#include "common/runtime/generator.h"
+#include "gtest/gtest.h"
+#include "tests/integration/local_cluster.h"
+#include "tests/model/fixture_model.h"
+
+namespace xpd::testing {
+namespace {
+
+constexpr char kModel[] = "tests/fixtures/dsv3-tiny/models/bf16";
+
+xpd::v1::GenerateRequest TokenRequest(const std::vector<int32_t>& prompt, int32_t max_tokens) {
+  xpd::v1::GenerateRequest request;
+  request.mutable_tokens()->mutable_ids()->Assign(prompt.begin(), prompt.end());
+  request.mutable_sampling()->set_max_tokens(max_tokens);
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.mutable_sampling()->set_ignore_eos(true);
+  return request;
+}
+
+// What the single-process engine generates for the same requests.
+std::vector<std::vector<int32_t>> SingleProcessOutputs(
+    const std::vector<std::pair<std::vector<int32_t>, int32_t>>& requests) {
+  FixtureModel f = LoadFixtureModel("bf16");
+  runtime::Generator generator(*f.model, *f.pool);
+  std::vector<std::vector<int32_t>> outputs;
+  for (const auto& [prompt, max_tokens] : requests) {
+    runtime::GenerateRequest r{.prompt = prompt, .max_tokens = max_tokens, .ignore_eos = true};
+    r.sampling.temperature = 0.0f;
+    auto result = generator.Generate({r});
+    EXPECT_TRUE(result.ok()) << result.status();
+    outputs.push_back(result.ok() ? (*result)[0].tokens : std::vector<int32_t>{});
+  }
+  return outputs;
+}
+
+TEST(ClusterTest, ConcurrentGreedyRequestsEqualTheSingleProcessEngine) {
+  LocalCluster cluster(
+      {.model = kModel, .prefill_ranks = 2, .decode_ranks = 2, .prefill_max_step_tokens = 16});
+  ASSERT_TRUE(cluster.Start().ok());
+  std::mt19937 rng(5);
+  std::vector<std::pair<std::vector<int32_t>, int32_t>> requests;
+  for (int i = 0; i < 24; ++i) {
+    std::vector<int32_t> prompt(1 + rng() % 60);
+    for (int32_t& id : prompt) id = static_cast<int32_t>(rng() % 512);
+    requests.push_back({prompt, static_cast<int32_t>(1 + rng() % 24)});
+  }
+  const auto expected = SingleProcessOutputs(requests);
+  std::vector<std::future<absl::StatusOr<client::GenerateResult>>> futures;
+  for (const auto& [prompt, max_tokens] : requests) {
+    futures.push_back(std::async(std::launch::async, [&cluster, &prompt, max_tokens] {
+      return cluster.client().Generate(TokenRequest(prompt, max_tokens),
+                                       {.timeout = absl::Seconds(120)});
+    }));
+  }
+  for (size_t i = 0; i < futures.size(); ++i) {
+    absl::StatusOr<client::GenerateResult> result = futures[i].get();
+    ASSERT_TRUE(result.ok()) << "request " << i << ": " << result.status();
+    EXPECT_EQ(result->token_ids, expected[i]) << "request " << i;
+    EXPECT_EQ(result->usage.prompt_tokens(), static_cast<int32_t>(requests[i].first.size()));
+    EXPECT_EQ(result->usage.completion_tokens(), requests[i].second);
+    EXPECT_EQ(result->finish_reason, xpd::v1::FINISH_REASON_LENGTH);
+  }
+  EXPECT_TRUE(cluster.Stop().empty());
+}
+
+TEST(ClusterTest, CancelFreesKvAndBadRequestsGetPreciseStatus) {
+  LocalCluster cluster({.model = kModel, .decode_kv_tokens = 256});  // 4 blocks of 64
+  ASSERT_TRUE(cluster.Start().ok());
+  absl::StatusOr<xpd::v1::RankLoad> idle = cluster.DecodeLoad(0);
+  ASSERT_TRUE(idle.ok()) << idle.status();
+  ASSERT_EQ(idle->kv_blocks_free(), idle->kv_blocks_total());
+
+  // A long generation, cancelled after its first tokens: its KV must return.
+  auto stream = cluster.client().StartGenerate(TokenRequest({3, 1, 4, 1, 5}, 240));
+  xpd::v1::GenerateResponse response;
+  ASSERT_TRUE(stream->Next(&response));
+  stream->Cancel();
+  int tokens = response.token_ids_size();
+  while (stream->Next(&response)) tokens += response.token_ids_size();
+  EXPECT_EQ(stream->Finish().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(tokens, 240);
+  absl::StatusOr<xpd::v1::RankLoad> load;
+  for (int i = 0; i < 400; ++i) {  // bounded: the decode rank notices within a step
+    load = cluster.DecodeLoad(0);
+    if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
+    absl::SleepFor(absl::Milliseconds(25));
+  }
+  ASSERT_TRUE(load.ok());
+  EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
+
+  // Prompt + max_tokens beyond the 256-token context: INVALID_ARGUMENT.
+  EXPECT_EQ(
+      cluster.client().Generate(TokenRequest(std::vector<int32_t>(100, 7), 200)).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  // Token id outside the vocabulary: INVALID_ARGUMENT naming it.
+  absl::Status bad_token = cluster.client().Generate(TokenRequest({5, 9999}, 4)).status();
+  EXPECT_EQ(bad_token.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_token.message().find("9999"), std::string::npos) << bad_token;
+  // Text without a tokenizer in the model directory: FAILED_PRECONDITION.
+  xpd::v1::GenerateRequest text;
+  text.set_text("hello");
+  text.mutable_sampling()->set_max_tokens(2);
+  EXPECT_EQ(cluster.client().Generate(text).status().code(), absl::StatusCode::kFailedPrecondition);
+  // A decode rank whose KV is taken (3 of its 4 blocks reserved by another
+  // request) refuses a request needing 2 blocks: RESOURCE_EXHAUSTED.
+  ASSERT_TRUE(cluster.ReserveOnDecode(0, "holder", 2, 190).ok());
+  EXPECT_EQ(cluster.client().Generate(TokenRequest({2, 7}, 100)).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  cluster.ReleaseOnDecode(0, "holder");
+  EXPECT_TRUE(cluster.client().Generate(TokenRequest({2, 7}, 100)).ok());
+  EXPECT_TRUE(cluster.Stop().empty());
+}
+
+TEST(ClusterTest, KilledPrefillRankGivesAClearErrorNotAHang) {
+  LocalCluster cluster({.model = kModel});
+  ASSERT_TRUE(cluster.Start().ok());
+  cluster.KillPrefill(0);
+  absl::StatusOr<client::GenerateResult> result =
+      cluster.client().Generate(TokenRequest({1, 2, 3}, 4), {.timeout = absl::Seconds(60)});
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  std::vector<std::string> unclean = cluster.Stop();
+  ASSERT_EQ(unclean.size(), 1u);  // only the rank the test killed
+  EXPECT_NE(unclean[0].find("prefill-0"), std::string::npos) << unclean[0];
+}
+
+}  // namespace
+}  // namespace xpd::testing

@@ -1,0 +1,57 @@
+// Test harness: a real cluster of processes on loopback (ephemeral ports):
+// controller, prefill ranks, decode ranks and router, started from the built
+// binaries, reached only through the client SDK and the controller API.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/client/generation_client.h"
+#include "services/cli/process_group.h"
+#include "xpd/v1/cluster.grpc.pb.h"
+
+namespace xpd::testing {
+
+struct LocalClusterOptions {
+  std::string model;  // checkpoint directory
+  int prefill_ranks = 1;
+  int decode_ranks = 1;
+  int64_t decode_kv_tokens = 0;  // 0 = the binary's default
+  int64_t prefill_max_step_tokens = 0;
+};
+
+class LocalCluster {
+ public:
+  explicit LocalCluster(LocalClusterOptions options);
+  ~LocalCluster();  // stops every process
+
+  // Starts the processes and waits until all ranks are healthy.
+  absl::Status Start();
+  // SIGTERM to all; the names of processes that did not exit cleanly.
+  std::vector<std::string> Stop();
+
+  const std::string& router() const { return router_; }
+  const std::string& controller() const { return controller_; }
+  client::GenerationClient& client() { return *client_; }
+  // The decode ranks' load, straight from their Decode.Status.
+  absl::StatusOr<xpd::v1::RankLoad> DecodeLoad(int rank);
+  void KillPrefill(int rank);
+  // Reserves (or releases) KV directly on a decode rank, as the router does.
+  absl::Status ReserveOnDecode(int rank, const std::string& id, int prompt, int max_tokens);
+  void ReleaseOnDecode(int rank, const std::string& id);
+
+ private:
+  absl::StatusOr<std::string> SpawnAndRead(const std::string& name,
+                                           const std::vector<std::string>& argv,
+                                           const std::string& key, int* child);
+  LocalClusterOptions options_;
+  cli::ProcessGroup group_;
+  std::string controller_, router_;
+  std::vector<int> prefill_children_;
+  std::vector<std::string> decode_addresses_;
+  std::unique_ptr<client::GenerationClient> client_;
+  bool stopped_ = false;
+};
+
+}  // namespace xpd::testing
