@@ -9,6 +9,9 @@ build_dir=${XPD_BUILD_DIR:-build}
 jobs=${XPD_JOBS:-$(nproc)}
 
 ( cd tests/fixtures/dsv3-tiny && sha256sum --quiet -c SHA256SUMS )
+( cd tests/fixtures/tokenizer && sha256sum --quiet -c SHA256SUMS )
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build_dir" -j "$jobs"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900
+# Tokenizer fuzzers (clang + libFuzzer, separate build), bounded time each.
+XPD_JOBS="$jobs" tests/fuzz/run_fuzzers.sh

@@ -168,7 +168,14 @@ std::string ReadmeText(const ModelConfig& config, const DummyWriteOptions& optio
       "- seed: ", options.seed, "\n",
       "- weights: ", options.weights_dtype == DType::kF8E4M3 ? "F8_E4M3 with block scales" : "BF16",
       "\n", "- parameters: ", counts.total, " (+ ", counts.mtp, " MTP), ", counts.active_per_token,
-      " active per token\n", "- files: ", absl::StrJoin(files, ", "), "\n\n",
+      " active per token\n", "- files: ", absl::StrJoin(files, ", "), "\n", "- tokenizer: ",
+      options.tokenizer_dir.empty()
+          ? absl::StrCat("none", options.no_tokenizer_reason.empty() ? "" : " (",
+                         options.no_tokenizer_reason,
+                         options.no_tokenizer_reason.empty() ? "" : ")",
+                         "; prompts must be token ids")
+          : "tokenizer.json and tokenizer_config.json, so text prompts work",
+      "\n\n",
       "Values are uniform with std 1/sqrt(fan_in) (embeddings std 1, norm weights in "
       "[0.6, 1.4], router correction bias std 0.1), derived from (seed, tensor name) only.\n");
 }
@@ -193,7 +200,8 @@ absl::Status PrepareDirectory(const std::string& dir) {
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
     if (name == "config.json" || name == "model.safetensors" ||
-        name == "model.safetensors.index.json" || std::regex_match(name, kShard)) {
+        name == "model.safetensors.index.json" || std::regex_match(name, kShard) ||
+        name == "tokenizer.json" || name == "tokenizer_config.json") {
       stale.push_back(entry.path());
     }
   }
@@ -329,6 +337,19 @@ absl::Status WriteDummyCheckpoint(const ModelConfig& config_in, const std::strin
     return absl::InvalidArgumentError(
         absl::StrCat("num_shards (", num_shards, ") must be between 1 and ", unit_start.size()));
   }
+  // Read before PrepareDirectory, which may remove the files when
+  // tokenizer_dir is `dir` itself.
+  std::vector<std::pair<std::string, std::string>> tokenizer_files;
+  if (!options.tokenizer_dir.empty()) {
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+      const std::string path = (fs::path(options.tokenizer_dir) / name).string();
+      std::ifstream in(path, std::ios::binary);
+      if (!in.is_open()) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
+      tokenizer_files.emplace_back(name, std::move(text));
+    }
+  }
   if (absl::Status s = PrepareDirectory(dir); !s.ok()) return s;
 
   int64_t total_bytes = 0;
@@ -406,6 +427,10 @@ absl::Status WriteDummyCheckpoint(const ModelConfig& config_in, const std::strin
       return st;
     }
     files.push_back(index);
+  }
+  for (const auto& [name, text] : tokenizer_files) {
+    if (absl::Status st = WriteText(absl::StrCat(dir, "/", name), text); !st.ok()) return st;
+    files.push_back(name);
   }
   // config.json last: a directory with a config.json is a complete checkpoint.
   if (absl::Status st =

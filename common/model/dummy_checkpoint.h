@@ -31,13 +31,21 @@ struct DummyWriteOptions {
   int num_shards = 1;   // 1: model.safetensors; >1: model-0000i-of-0000N + index
   int num_threads = 0;  // tensor-fill threads; 0 = hardware concurrency
   std::string preset;   // recorded in README.md only
+  // When set, tokenizer.json and tokenizer_config.json are copied from this
+  // directory so the checkpoint takes text prompts (the caller checks that
+  // the tokenizer's ids fit the vocabulary). When empty, README.md records
+  // `no_tokenizer_reason`.
+  std::string tokenizer_dir;
+  std::string no_tokenizer_reason;
   // Bytes of tensor data written so far, over all files, and the total.
   std::function<void(int64_t done, int64_t total)> progress;
 };
 
-// Creates `dir` if needed and writes config.json, README.md and the weights.
-// Weight files from an earlier run (model.safetensors, the index and
-// model-*-of-*.safetensors) are removed first so the directory is consistent.
+// Creates `dir` if needed and writes config.json, README.md, the weights and
+// (with options.tokenizer_dir) the tokenizer files. Weight and tokenizer
+// files from an earlier run (model.safetensors, the index,
+// model-*-of-*.safetensors, tokenizer*.json) are removed first so the
+// directory is consistent.
 // Values depend only on (seed, tensor name), never on threads or sharding.
 // MTP embed_tokens / shared_head.head repeat model.embed_tokens / lm_head.
 absl::Status WriteDummyCheckpoint(const ModelConfig& config, const std::string& dir,

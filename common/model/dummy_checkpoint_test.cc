@@ -370,5 +370,33 @@ TEST_F(DummyCheckpointTest, Errors) {
             ReadBytes(std::string(kModels) + "bf16/config.json"));
 }
 
+TEST_F(DummyCheckpointTest, CopiesTokenizerFilesOrRecordsWhyNot) {
+  const std::string tokenizer_dir = "tests/fixtures/tokenizer";
+  DummyWriteOptions options;
+  options.num_threads = 2;
+  options.tokenizer_dir = tokenizer_dir;
+  const std::string dir = root_ + "/with_tokenizer";
+  ASSERT_TRUE(WriteDummyCheckpoint(TinyConfig(), dir, options).ok());
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_EQ(ReadBytes(dir + "/" + name), ReadBytes(tokenizer_dir + "/" + name)) << name;
+  }
+  EXPECT_THAT(ReadBytes(dir + "/README.md"),
+              HasSubstr("- tokenizer: tokenizer.json and tokenizer_config.json"));
+
+  // Rewritten without one: the old tokenizer files go, the README says why.
+  options.tokenizer_dir.clear();
+  options.no_tokenizer_reason = "ids do not fit";
+  ASSERT_TRUE(WriteDummyCheckpoint(TinyConfig(), dir, options).ok());
+  EXPECT_FALSE(fs::exists(dir + "/tokenizer.json"));
+  EXPECT_FALSE(fs::exists(dir + "/tokenizer_config.json"));
+  EXPECT_THAT(ReadBytes(dir + "/README.md"),
+              HasSubstr("- tokenizer: none (ids do not fit); prompts must be token ids"));
+
+  options.tokenizer_dir = root_ + "/missing";
+  const absl::Status missing = WriteDummyCheckpoint(TinyConfig(), dir, options);
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.message()), HasSubstr("missing/tokenizer.json: cannot open"));
+}
+
 }  // namespace
 }  // namespace xpd::model

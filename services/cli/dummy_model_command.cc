@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "common/model/dummy_checkpoint.h"
 #include "common/model/tensor_inventory.h"
+#include "common/tokenizer/tokenizer.h"
 #include "services/cli/command_flags.h"
 #include "services/cli/commands.h"
 
@@ -20,12 +22,15 @@ namespace {
 constexpr char kUsage[] =
     "usage: xpd dummy-model [--preset default|small|deepseek-v3] --out DIR\n"
     "                       [--dtype bf16|fp8] [--seed N] [--shards N] [--ep-ranks N]\n"
-    "                       [--threads N]\n"
+    "                       [--threads N] [--tokenizer DIR]\n"
     "Writes a DeepSeek-V3 checkpoint with DUMMY random weights (for tests and benchmarks).\n"
     "  default      real vocabulary (129280), 4 tiny layers + 1 MTP layer (~0.3 GB)\n"
     "  small        1.18B parameters, 173M active per token (2.4 GB in bf16)\n"
     "  deepseek-v3  the real 671B config: prints its size and per-rank memory plan\n"
-    "               for --ep-ranks expert-parallel ranks (default 8); writes nothing\n";
+    "               for --ep-ranks expert-parallel ranks (default 8); writes nothing\n"
+    "The checkpoint gets tokenizer.json and tokenizer_config.json from --tokenizer DIR\n"
+    "(default: the DeepSeek-V3 tokenizer built in) when the tokenizer's ids fit the\n"
+    "preset's vocabulary: default yes, small (8192) no.\n";
 
 int UsageError(const std::string& message) {
   std::cerr << "xpd dummy-model: " << message << "\n" << kUsage;
@@ -89,11 +94,50 @@ class Progress {
   int last_ = -1;
 };
 
+// Sets options->tokenizer_dir when the tokenizer (--tokenizer DIR, else the
+// built-in DeepSeek-V3 one) has ids that all fit the preset's vocabulary;
+// otherwise records why not. Returns an exit status, 0 to go on.
+int ChooseTokenizer(const CommandFlags& flags, const model::ModelConfig& config,
+                    model::DummyWriteOptions* options) {
+  const bool given = flags.Has("tokenizer");
+  const std::string dir = flags.GetString("tokenizer", XPD_DEFAULT_TOKENIZER_DIR);
+  if (given && !std::filesystem::is_directory(dir)) {
+    return UsageError(
+        "--tokenizer must be a directory holding tokenizer.json and "
+        "tokenizer_config.json: " +
+        dir);
+  }
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::Tokenizer::Load(dir);
+  if (!tok.ok()) {
+    if (given) {
+      std::cerr << "xpd dummy-model: " << tok.status().message() << "\n";
+      return 1;
+    }
+    std::cerr << "note: no tokenizer copied (built-in tokenizer unavailable: "
+              << tok.status().message() << ")\n";
+    options->no_tokenizer_reason = "the built-in tokenizer was not found when it was written";
+    return 0;
+  }
+  const int32_t id_space = (*tok)->id_space();
+  if (id_space > config.vocab_size) {
+    const std::string why =
+        absl::StrFormat("the tokenizer's %d token ids do not fit this preset's vocabulary of %d",
+                        id_space, config.vocab_size);
+    if (given) return UsageError("--tokenizer: " + why);
+    std::cerr << "note: no tokenizer copied: " << why << "\n";
+    options->no_tokenizer_reason = why;
+    return 0;
+  }
+  options->tokenizer_dir = dir;
+  return 0;
+}
+
 }  // namespace
 
 int RunDummyModelCommand(const std::vector<std::string>& args) {
   absl::StatusOr<CommandFlags> flags = CommandFlags::Parse(
-      args, {"preset", "out", "dtype", "seed", "shards", "ep-ranks", "threads"}, {"help"});
+      args, {"preset", "out", "dtype", "seed", "shards", "ep-ranks", "threads", "tokenizer"},
+      {"help"});
   if (!flags.ok()) return UsageError(std::string(flags.status().message()));
   if (flags->Has("help")) {
     std::cout << kUsage;
@@ -136,6 +180,7 @@ int RunDummyModelCommand(const std::vector<std::string>& args) {
   options.num_shards = static_cast<int>(*shards);
   options.num_threads = static_cast<int>(*threads);
   options.preset = preset;
+  if (const int rc = ChooseTokenizer(*flags, *config, &options); rc != 0) return rc;
   Progress progress(*out);
   options.progress = [&progress](int64_t done, int64_t total) { progress(done, total); };
   const auto start = std::chrono::steady_clock::now();
