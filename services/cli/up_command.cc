@@ -56,7 +56,10 @@ absl::StatusOr<std::string> DefaultModelDir() {
   const std::string dir = root + "/models/default";
   if (std::filesystem::exists(dir + "/config.json")) return dir;
   std::cerr << "writing the built-in default model (dummy weights) to " << dir << "\n";
+  // stdout of `xpd up` carries only the ready line: the writer's summary goes to stderr.
+  std::streambuf* stdout_buffer = std::cout.rdbuf(std::cerr.rdbuf());
   const int status = RunDummyModelCommand({"--preset", "default", "--out", dir});
+  std::cout.rdbuf(stdout_buffer);
   if (status != 0) return absl::InternalError("could not write the default model");
   return dir;
 }

@@ -36,10 +36,11 @@ absl::Status LocalCluster::Start() {
   int child = 0;
   XPD_ASSIGN_OR_RETURN(
       controller_, SpawnAndRead("controller", {Binary("xpd-controller")}, "controller", &child));
+  const std::string threads = std::to_string(options_.threads);
   for (int r = 0; r < options_.prefill_ranks; ++r) {
     std::vector<std::string> argv = {
         Binary("xpd-prefill"), "--model", options_.model, "--controller",   controller_,
-        "--threads",           "1",       "--rank",       std::to_string(r)};
+        "--threads",           threads,   "--rank",       std::to_string(r)};
     if (options_.prefill_max_step_tokens > 0) {
       argv.insert(argv.end(),
                   {"--max-step-tokens", std::to_string(options_.prefill_max_step_tokens)});
@@ -51,7 +52,7 @@ absl::Status LocalCluster::Start() {
   for (int r = 0; r < options_.decode_ranks; ++r) {
     std::vector<std::string> argv = {
         Binary("xpd-decode"), "--model", options_.model, "--controller",   controller_,
-        "--threads",          "1",       "--rank",       std::to_string(r)};
+        "--threads",          threads,   "--rank",       std::to_string(r)};
     if (options_.decode_kv_tokens > 0) {
       argv.insert(argv.end(), {"--kv-tokens", std::to_string(options_.decode_kv_tokens)});
     }

@@ -19,6 +19,7 @@ struct LocalClusterOptions {
   int decode_ranks = 1;
   int64_t decode_kv_tokens = 0;  // 0 = the binary's default
   int64_t prefill_max_step_tokens = 0;
+  int threads = 1;  // --threads of every prefill and decode rank (0 = one per core)
 };
 
 class LocalCluster {
