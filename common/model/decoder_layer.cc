@@ -42,7 +42,7 @@ absl::Status RunDecoderLayer(const LayerContext& c, const DecoderLayerWeights& w
                                          .rows = c.rows,
                                          .dim = d,
                                          .eps = eps}));
-  return RunFfnBlock(c, w, x.data(), h);
+  return RunFfnBlock(c, w, cache_layer, x.data(), h);
 }
 
 }  // namespace xpd::model

@@ -11,6 +11,7 @@
 #include "common/model/forward_batch.h"
 #include "common/model/model_config.h"
 #include "common/model/model_weights.h"
+#include "common/transport/expert_exchange.h"
 #include "kernels/backend/backend.h"
 
 namespace xpd::model {
@@ -33,7 +34,8 @@ struct LayerContext {
   std::span<const int64_t> positions;  // [rows]
   int64_t rows = 0;
   AttentionForm attention = AttentionForm::kAuto;
-  RoutingTrace* routing = nullptr;  // appended to per MoE layer when set
+  RoutingTrace* routing = nullptr;      // appended to per MoE layer when set
+  transport::ExpertExchange& exchange;  // MoE dispatch/combine across the EP group
 };
 
 // h[rows, D] += Attention(RMSNorm(h)); h += FFN(RMSNorm(h)).
@@ -45,7 +47,7 @@ absl::Status RunAttentionBlock(const LayerContext& context, const AttentionWeigh
                                int32_t cache_layer, const float* x, float* h);
 // h += FFN(x) for normalized rows x.
 absl::Status RunFfnBlock(const LayerContext& context, const DecoderLayerWeights& weights,
-                         const float* x, float* h);
+                         int32_t layer, const float* x, float* h);
 
 // y[rows, w.rows] (op)= x[rows, w.cols] * W^T on the context's backend.
 absl::Status Project(const LayerContext& context, const kernels::WeightMatrix& w, const float* x,

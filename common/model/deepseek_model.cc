@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<DeepSeekModel>> DeepSeekModel::Load(const Checkpo
   model->config_ = checkpoint.config();
   model->precision_ = options.precision;
   model->backend_ = backend;
+  model->exchange_ = &model->local_exchange_;
   model->inv_freq_ = RopeInverseFrequencies(model->config_);
   XPD_ASSIGN_OR_RETURN(model->weights_, LoadModelWeights(checkpoint, options));
   return model;
@@ -98,7 +99,8 @@ absl::Status DeepSeekModel::Forward(const ForwardBatch& batch,
                              .positions = positions,
                              .rows = rows,
                              .attention = batch.attention,
-                             .routing = output->routing};
+                             .routing = output->routing,
+                             .exchange = *exchange_};
   for (size_t layer = 0; layer < weights_.layers.size(); ++layer) {
     XPD_RETURN_IF_ERROR(
         RunDecoderLayer(context, weights_.layers[layer], static_cast<int32_t>(layer), h.data()));
@@ -188,7 +190,8 @@ absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequence
                              .positions = positions,
                              .rows = rows,
                              .attention = AttentionForm::kAuto,
-                             .routing = routing};
+                             .routing = routing,
+                             .exchange = *exchange_};
   std::vector<float> x(rows * d);
   XPD_RETURN_IF_ERROR(Project(context, mtp.eh_proj.matrix, z.data(), 2 * d, x.data(), d, rows));
   XPD_RETURN_IF_ERROR(RunDecoderLayer(context, mtp.block,

@@ -10,6 +10,7 @@
 #include "common/model/checkpoint.h"
 #include "common/model/forward_batch.h"
 #include "common/model/model_weights.h"
+#include "common/transport/expert_exchange.h"
 #include "kernels/backend/backend.h"
 
 namespace xpd::model {
@@ -21,6 +22,11 @@ class DeepSeekModel {
                                                              kernels::Backend* backend);
 
   const ModelConfig& config() const { return config_; }
+  // Routes MoE layers through an expert-parallel group (not owned); the
+  // default keeps every expert local.
+  void set_expert_exchange(transport::ExpertExchange* exchange) {
+    exchange_ = exchange != nullptr ? exchange : &local_exchange_;
+  }
   kernels::Precision precision() const { return precision_; }
   bool has_mtp() const { return !weights_.mtp.empty(); }
   // Layers the latent cache must hold: the main stack plus loaded MTP layers.
@@ -45,6 +51,8 @@ class DeepSeekModel {
 
  private:
   DeepSeekModel() = default;
+  transport::LocalExpertExchange local_exchange_;
+  transport::ExpertExchange* exchange_ = nullptr;  // local_exchange_ unless set for an EP group
   ModelConfig config_;
   kernels::Precision precision_ = kernels::Precision::kF32;
   ModelWeights weights_;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 #include "common/model/decoder_layer.h"
+#include "common/transport/expert_exchange.h"
 
 namespace xpd::model {
 namespace {
@@ -39,7 +40,8 @@ absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x
   return Project(c, mlp.down.matrix, gate.data(), width, y, d, rows, mode);
 }
 
-absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, const float* x, float* h) {
+absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer, const float* x,
+                    float* h) {
   const ModelConfig& cfg = c.config;
   const int64_t n = c.rows, d = cfg.hidden_size, experts = cfg.n_routed_experts;
   const int64_t top_k = cfg.num_experts_per_tok;
@@ -70,93 +72,82 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, const float* x
     c.routing->expert_weights.push_back(weights);
   }
 
-  // Dispatch: group the (token, k) slots by expert; each expert's rows are
-  // contiguous in `gathered`, so all experts run as one group of products.
-  std::vector<std::vector<int64_t>> slots_of(experts);
-  for (int64_t slot = 0; slot < n * top_k; ++slot) slots_of[ids[slot]].push_back(slot);
-  std::vector<int64_t> order;  // gathered row -> slot
-  std::vector<int64_t> first_row(experts + 1, 0);
-  for (int64_t e = 0; e < experts; ++e) {
-    first_row[e] = static_cast<int64_t>(order.size());
-    if (!slots_of[e].empty() && !moe.experts[e].loaded()) {
-      return absl::FailedPreconditionError(absl::StrCat("routed expert ", e, " is not held here"));
-    }
-    order.insert(order.end(), slots_of[e].begin(), slots_of[e].end());
-  }
-  first_row[experts] = static_cast<int64_t>(order.size());
-  const int64_t routed_rows = static_cast<int64_t>(order.size());
+  // Routed experts through the exchange: local here, all-to-all in an EP group.
   const int64_t width = cfg.moe_intermediate_size;
-  std::vector<float> gathered(routed_rows * d), gate(routed_rows * width), up(routed_rows * width),
-      slot_out(n * top_k * d);
-  for (int64_t i = 0; i < routed_rows; ++i) {
-    std::memcpy(&gathered[i * d], x + (order[i] / top_k) * d, sizeof(float) * d);
-  }
-  std::vector<kernels::MatMulArgs> problems;
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t m = first_row[e + 1] - first_row[e];
-    if (m == 0) continue;
-    const float* in = &gathered[first_row[e] * d];
-    problems.push_back({.x = in,
-                        .x_stride = d,
-                        .w = &moe.experts[e].gate.matrix,
-                        .y = &gate[first_row[e] * width],
-                        .m = m,
-                        .precision = c.precision});
-    problems.push_back({.x = in,
-                        .x_stride = d,
-                        .w = &moe.experts[e].up.matrix,
-                        .y = &up[first_row[e] * width],
-                        .m = m,
-                        .precision = c.precision});
-  }
-  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
-  XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
-                                         .up = up.data(),
-                                         .in_stride = width,
-                                         .out = gate.data(),
-                                         .out_stride = width,
-                                         .rows = routed_rows,
-                                         .dim = width}));
-  problems.clear();
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t m = first_row[e + 1] - first_row[e];
-    if (m == 0) continue;
-    problems.push_back({.x = &gate[first_row[e] * width],
-                        .x_stride = width,
-                        .w = &moe.experts[e].down.matrix,
-                        .y = &gathered[first_row[e] * d],
-                        .m = m,
-                        .precision = c.precision});
-  }
-  XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
-  for (int64_t i = 0; i < routed_rows; ++i) {
-    std::memcpy(&slot_out[order[i] * d], &gathered[i * d], sizeof(float) * d);
-  }
-
-  // Combine: y = sum_k w_k * expert_k(x) + shared(x), then the residual add.
-  std::vector<float> y(n * d, 0.0f);
-  if (moe.shared.loaded()) {
-    XPD_RETURN_IF_ERROR(RunMlp(c, moe.shared, x, n, y.data(), kernels::OutputMode::kOverwrite));
-  }
-  for (int64_t r = 0; r < n; ++r) {
-    float* out = &h[r * d];
-    const float* shared = &y[r * d];
-    for (int64_t i = 0; i < d; ++i) {
-      float routed = 0.0f;
-      for (int64_t k = 0; k < top_k; ++k) {
-        routed += weights[r * top_k + k] * slot_out[(r * top_k + k) * d + i];
+  const transport::ExpertCompute compute = [&](std::span<const transport::ExpertBatch> batches) {
+    int64_t total = 0;
+    for (const transport::ExpertBatch& b : batches) {
+      if (!moe.experts[b.expert].loaded()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("routed expert ", b.expert, " is not held here"));
       }
-      out[i] += routed + shared[i];
+      total += b.rows;
     }
+    std::vector<float> gate(total * width), up(total * width);
+    std::vector<kernels::MatMulArgs> problems;
+    int64_t row = 0;
+    for (const transport::ExpertBatch& b : batches) {
+      problems.push_back({.x = b.in,
+                          .x_stride = d,
+                          .w = &moe.experts[b.expert].gate.matrix,
+                          .y = &gate[row * width],
+                          .m = b.rows,
+                          .precision = c.precision});
+      problems.push_back({.x = b.in,
+                          .x_stride = d,
+                          .w = &moe.experts[b.expert].up.matrix,
+                          .y = &up[row * width],
+                          .m = b.rows,
+                          .precision = c.precision});
+      row += b.rows;
+    }
+    XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
+    XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
+                                           .up = up.data(),
+                                           .in_stride = width,
+                                           .out = gate.data(),
+                                           .out_stride = width,
+                                           .rows = total,
+                                           .dim = width}));
+    problems.clear();
+    row = 0;
+    for (const transport::ExpertBatch& b : batches) {
+      problems.push_back({.x = &gate[row * width],
+                          .x_stride = width,
+                          .w = &moe.experts[b.expert].down.matrix,
+                          .y = b.out,
+                          .m = b.rows,
+                          .precision = c.precision});
+      row += b.rows;
+    }
+    return c.backend.MatMulGroup(problems);
+  };
+  std::vector<float> routed(n * d);
+  XPD_RETURN_IF_ERROR(c.exchange.DispatchCombine({.layer = layer,
+                                                  .rows = n,
+                                                  .hidden = d,
+                                                  .top_k = static_cast<int32_t>(top_k),
+                                                  .x = x,
+                                                  .expert_ids = ids.data(),
+                                                  .weights = weights.data(),
+                                                  .out = routed.data()},
+                                                 compute));
+
+  // y = routed + shared, then the residual add.
+  std::vector<float> shared(n * d, 0.0f);
+  if (moe.shared.loaded()) {
+    XPD_RETURN_IF_ERROR(
+        RunMlp(c, moe.shared, x, n, shared.data(), kernels::OutputMode::kOverwrite));
   }
+  for (int64_t i = 0; i < n * d; ++i) h[i] += routed[i] + shared[i];
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::Status RunFfnBlock(const LayerContext& c, const DecoderLayerWeights& w, const float* x,
-                         float* h) {
-  if (w.is_moe) return RunMoe(c, w.moe, x, h);
+absl::Status RunFfnBlock(const LayerContext& c, const DecoderLayerWeights& w, int32_t layer,
+                         const float* x, float* h) {
+  if (w.is_moe) return RunMoe(c, w.moe, layer, x, h);
   return RunMlp(c, w.dense, x, c.rows, h, kernels::OutputMode::kAccumulate);
 }
 

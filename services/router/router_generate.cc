@@ -83,6 +83,10 @@ class RouterService::GenerateCall {
   StopStringFilter stops_;
   absl::Time start_ = absl::Now();
   absl::Time last_token_;
+  // The request's prompt and generated tokens: what a re-prefill on another
+  // decode rank needs if this one fails (request migration).
+  std::vector<int32_t> prompt_;
+  std::vector<int32_t> generated_;
   int64_t prompt_tokens_ = 0;
   int64_t completion_tokens_ = 0;
   xpd::v1::FinishReason finish_ = xpd::v1::FINISH_REASON_UNSPECIFIED;
@@ -96,6 +100,7 @@ bool RouterService::GenerateCall::Emit(
   std::string text;
   for (const xpd::v1::TokenLogprob& token : tokens) {
     response.add_token_ids(token.token_id());
+    generated_.push_back(token.token_id());
     if (request_.sampling().logprobs()) *response.add_logprobs() = token;
     if (detokenizer_) text += detokenizer_->Add(token.token_id());
     const absl::Time now = absl::Now();
@@ -190,7 +195,8 @@ grpc::Status RouterService::GenerateCall::Run() {
   }
   absl::StatusOr<std::vector<int32_t>> prompt = router_.PromptIds(request_);
   if (!prompt.ok()) return rpc::ToGrpcStatus(prompt.status());
-  prompt_tokens_ = static_cast<int64_t>(prompt->size());
+  prompt_ = *prompt;
+  prompt_tokens_ = static_cast<int64_t>(prompt_.size());
   if (absl::Status s = router_.ValidateSampling(request_.sampling(), prompt_tokens_); !s.ok()) {
     return rpc::ToGrpcStatus(s);
   }

@@ -1,0 +1,57 @@
+// Dispatch/combine of one MoE layer across an expert-parallel group. Each
+// rank routes its own tokens; the exchange sends every token's hidden state
+// to the ranks owning its top-k experts, has them computed there, and sums
+// the weighted results back on the token's home rank in the token's top-k
+// order, so the result never depends on arrival order or on which replica
+// served it. Implementations: local (a group of one rank holding every
+// expert), and later gRPC and NCCL all-to-all. The engine never knows which.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+
+#include "absl/status/status.h"
+
+namespace xpd::transport {
+
+// Rows that one expert computes: out[r] = Expert(in[r]).
+struct ExpertBatch {
+  int32_t expert = 0;
+  const float* in = nullptr;  // [rows, hidden]
+  float* out = nullptr;       // [rows, hidden]
+  int64_t rows = 0;
+};
+
+// Runs the experts this rank holds over the given batches (one call per layer
+// and exchange round, so the backend can group the products).
+using ExpertCompute = std::function<absl::Status(std::span<const ExpertBatch> batches)>;
+
+struct MoeExchangeArgs {
+  int32_t layer = 0;
+  int64_t rows = 0;  // this rank's tokens
+  int64_t hidden = 0;
+  int32_t top_k = 0;
+  const float* x = nullptr;             // [rows, hidden]
+  const int32_t* expert_ids = nullptr;  // [rows, top_k] logical experts
+  const float* weights = nullptr;       // [rows, top_k]
+  float* out = nullptr;                 // [rows, hidden]: sum_k weights[k] * expert_k(x)
+};
+
+class ExpertExchange {
+ public:
+  virtual ~ExpertExchange() = default;
+  // Every rank of the group calls this for every MoE layer of every step,
+  // with zero rows if it has no tokens (so no rank waits on an absent peer).
+  virtual absl::Status DispatchCombine(const MoeExchangeArgs& args,
+                                       const ExpertCompute& compute_local) = 0;
+};
+
+// A group of one rank: every routed expert is local.
+class LocalExpertExchange final : public ExpertExchange {
+ public:
+  absl::Status DispatchCombine(const MoeExchangeArgs& args,
+                               const ExpertCompute& compute_local) override;
+};
+
+}  // namespace xpd::transport
