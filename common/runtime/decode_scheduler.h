@@ -25,7 +25,7 @@ struct DecodeStart {
   int64_t prompt_tokens = 0;  // positions already in the cache
   SampledToken first_token;   // sampled by prefill; counts toward max_tokens
   int64_t max_tokens = 1;
-  SamplingParams sampling;    // the sampler resumes after prefill's one draw
+  SamplingParams sampling;  // the sampler resumes after prefill's one draw
   bool ignore_eos = false;
   std::vector<int32_t> stop_token_ids;
 };

@@ -47,8 +47,8 @@ struct ChatPiece {
 };
 
 struct RenderedChat {
-  std::string text;            // the pieces joined
-  std::vector<int32_t> ids;    // encoded without adding BOS (the template writes it)
+  std::string text;          // the pieces joined
+  std::vector<int32_t> ids;  // encoded without adding BOS (the template writes it)
 };
 
 // tokenizer_config.json: BOS/EOS, add_bos_token and the chat template.

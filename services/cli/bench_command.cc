@@ -10,9 +10,9 @@
 #include "common/base/memory_bandwidth.h"
 #include "common/base/status_macros.h"
 #include "common/runtime/generator.h"
+#include "common/runtime/model_session.h"
 #include "nlohmann/json.hpp"
 #include "services/cli/commands.h"
-#include "common/runtime/model_session.h"
 
 namespace xpd::cli {
 namespace {

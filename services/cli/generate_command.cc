@@ -1,14 +1,15 @@
 // xpd generate --model DIR --tokens 5,17,42 --max-tokens 8 --temperature 0 [--ignore-eos]
 //   runs the engine in this process and prints {"tokens":[...]}.
-// xpd generate --router HOST:P (--tokens IDS | --prompt TEXT | --chat FILE.json) ... [--format json]
+// xpd generate --router HOST:P (--tokens IDS | --prompt TEXT | --chat FILE.json) ... [--format
+// json]
 //   asks a cluster (generate_remote.cc).
 #include <iostream>
 
 #include "common/base/status_macros.h"
 #include "common/runtime/generator.h"
+#include "common/runtime/model_session.h"
 #include "nlohmann/json.hpp"
 #include "services/cli/commands.h"
-#include "common/runtime/model_session.h"
 
 namespace xpd::cli {
 namespace {

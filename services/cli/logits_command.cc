@@ -8,8 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/base/npy.h"
 #include "common/base/status_macros.h"
-#include "services/cli/commands.h"
 #include "common/runtime/model_session.h"
+#include "services/cli/commands.h"
 
 namespace xpd::cli {
 namespace {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/rpc/sampling_conversion.h"
 #include "common/rpc/status_conversion.h"
 #include "prometheus/family.h"
 
@@ -17,24 +18,9 @@ struct UpdateQueue {
   std::deque<runtime::DecodeUpdate> updates ABSL_GUARDED_BY(mutex);
 };
 
-runtime::SamplingParams ToSamplingParams(const xpd::v1::SamplingParams& s) {
-  return {.temperature = s.has_temperature() ? s.temperature() : 1.0f,
-          .top_k = s.top_k(),
-          .top_p = s.has_top_p() ? s.top_p() : 1.0f,
-          .seed = s.seed(),
-          .num_top_logprobs = s.top_logprobs()};
-}
-
 void AddToken(const runtime::SampledToken& token, xpd::v1::DecodeResponse* response) {
   response->add_token_ids(token.token);
-  xpd::v1::TokenLogprob* logprob = response->add_logprobs();
-  logprob->set_token_id(token.token);
-  logprob->set_logprob(token.logprob);
-  for (const runtime::TokenLogprob& top : token.top_logprobs) {
-    xpd::v1::TopLogprob* entry = logprob->add_top();
-    entry->set_token_id(top.token);
-    entry->set_logprob(top.logprob);
-  }
+  rpc::ToTokenLogprob(token, response->add_logprobs());
 }
 
 prometheus::Gauge& AddGauge(prometheus::Registry& registry, const prometheus::Labels& labels,
@@ -102,7 +88,7 @@ grpc::Status DecodeService::Decode(grpc::ServerContext* context,
       .first_token = {.token = request->first_token().token_id(),
                       .logprob = request->first_token().logprob()},
       .max_tokens = s.max_tokens(),
-      .sampling = ToSamplingParams(s),
+      .sampling = rpc::ToSamplingParams(s),
       .ignore_eos = s.ignore_eos(),
       .stop_token_ids = {s.stop_token_ids().begin(), s.stop_token_ids().end()}};
   auto queue = std::make_shared<UpdateQueue>();

@@ -6,22 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/metrics/metrics_server.h"
+#include "common/rpc/sampling_conversion.h"
 #include "common/rpc/status_conversion.h"
 #include "prometheus/family.h"
 
 namespace xpd::prefill {
-namespace {
-
-runtime::SamplingParams ToSamplingParams(const xpd::v1::SamplingParams& s) {
-  return {.temperature = s.has_temperature() ? s.temperature() : 1.0f,
-          .top_k = s.top_k(),
-          .top_p = s.has_top_p() ? s.top_p() : 1.0f,
-          .seed = s.seed(),
-          .num_top_logprobs = s.top_logprobs()};
-}
-
-}  // namespace
-
 PrefillService::PrefillService(runtime::PrefillScheduler& scheduler,
                                transport::KvTransport& transport, prometheus::Registry& registry,
                                const prometheus::Labels& labels)
@@ -69,11 +58,12 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* context,
   const std::string& id = request->request_id();
   auto done = std::make_shared<std::promise<absl::StatusOr<runtime::PrefillResult>>>();
   std::future<absl::StatusOr<runtime::PrefillResult>> result_future = done->get_future();
-  absl::Status submitted = scheduler_.Submit(
-      id, {request->prompt().begin(), request->prompt().end()},
-      ToSamplingParams(request->sampling()), [done](absl::StatusOr<runtime::PrefillResult> result) {
-        done->set_value(std::move(result));
-      });
+  absl::Status submitted =
+      scheduler_.Submit(id, {request->prompt().begin(), request->prompt().end()},
+                        rpc::ToSamplingParams(request->sampling()),
+                        [done](absl::StatusOr<runtime::PrefillResult> result) {
+                          done->set_value(std::move(result));
+                        });
   if (!submitted.ok()) return rpc::ToGrpcStatus(submitted);
   // Wake up now and then to notice a caller that went away.
   bool cancelled = false;
@@ -106,14 +96,7 @@ grpc::Status PrefillService::Prefill(grpc::ServerContext* context,
   kv_bytes_.Increment(static_cast<double>(*bytes));
   kv_seconds_.Observe(absl::ToDoubleSeconds(absl::Now() - start));
 
-  xpd::v1::TokenLogprob* first = response->mutable_first_token();
-  first->set_token_id(result->first_token.token);
-  first->set_logprob(result->first_token.logprob);
-  for (const runtime::TokenLogprob& top : result->first_token.top_logprobs) {
-    xpd::v1::TopLogprob* entry = first->add_top();
-    entry->set_token_id(top.token);
-    entry->set_logprob(top.logprob);
-  }
+  rpc::ToTokenLogprob(result->first_token, response->mutable_first_token());
   response->set_kv_bytes(*bytes);
   return grpc::Status::OK;
 }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
+#include "common/rpc/sampling_conversion.h"
 #include "common/rpc/status_conversion.h"
 #include "common/runtime/sampler.h"
 #include "grpcpp/grpcpp.h"
@@ -102,10 +103,7 @@ absl::Status RouterService::ValidateSampling(const xpd::v1::SamplingParams& s,
   if (s.top_logprobs() < 0 || s.top_logprobs() > 20) {
     return absl::InvalidArgumentError("sampling.top_logprobs must be in [0, 20]");
   }
-  runtime::SamplingParams params{.temperature = s.has_temperature() ? s.temperature() : 1.0f,
-                                 .top_k = s.top_k(),
-                                 .top_p = s.has_top_p() ? s.top_p() : 1.0f,
-                                 .num_top_logprobs = s.top_logprobs()};
+  const runtime::SamplingParams params = rpc::ToSamplingParams(s);
   if (absl::Status status = runtime::ValidateSamplingParams(params); !status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("sampling: ", status.message()));
   }
