@@ -13,14 +13,14 @@ constexpr char kUsage[] =
     "usage: xpd <command> [flags]\n"
     "\n"
     "commands:\n"
-    "  generate     generate tokens from a prompt of token ids\n"
-    "  logits       write a prompt's logits (or MTP logits) as .npy\n"
-    "  bench        measure prefill/decode throughput and memory\n"
-    "  dummy-model  write a checkpoint of deterministic random (dummy) weights\n"
-    "  up           run a local cluster: controller, prefill, decode and router processes\n"
-    "  tokenize     text to token ids (JSON lines on stdin and stdout)\n"
-    "  detokenize   token ids to text (JSON lines on stdin and stdout)\n"
-    "  chat-template  render conversations with the chat template, to text and ids (JSON lines)\n";
+    "  up             run a local cluster: controller, prefill, decode and router processes\n"
+    "  generate       generate from token ids, locally (--model) or through a cluster (--router)\n"
+    "  logits         write a prompt's logits (or MTP logits) as .npy\n"
+    "  bench          measure prefill/decode throughput and memory\n"
+    "  dummy-model    write a checkpoint of deterministic random (dummy) weights\n"
+    "  tokenize       text to token ids (JSON lines on stdin and stdout)\n"
+    "  detokenize     token ids to text (JSON lines on stdin and stdout)\n"
+    "  chat-template  conversations to text and ids with the chat template (JSON lines)\n";
 
 }  // namespace
 
