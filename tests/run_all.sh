@@ -13,5 +13,7 @@ jobs=${XPD_JOBS:-$(nproc)}
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build_dir" -j "$jobs"
 ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 900
+# The official openai npm client against the router's HTTP endpoint on a real local cluster.
+XPD_BUILD_DIR="$build_dir" tests/openai/run_node_test.sh
 # Tokenizer fuzzers (clang + libFuzzer, separate build), bounded time each.
 XPD_JOBS="$jobs" tests/fuzz/run_fuzzers.sh

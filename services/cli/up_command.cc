@@ -1,8 +1,11 @@
 // xpd up --model DIR|default --router-port P --controller-port Q --prefill-ranks N
 //        --decode-ranks M [--compute f32|bf16] [--tokenizer DIR] [--threads T]
+//        [--http-port H [--api-key KEY]]
 // Starts a local cluster as separate processes on loopback (controller,
 // prefill ranks, decode ranks, router), prints "ready router=HOST:P" once
-// every rank is healthy, and stops everything on SIGINT/SIGTERM.
+// every rank is healthy (followed by " http=HOST:H" when --http-port enables
+// the router's OpenAI-compatible endpoint; 0 = a free port), and stops
+// everything on SIGINT/SIGTERM.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -98,7 +101,7 @@ absl::Status RunUp(const std::vector<std::string>& args) {
       base::CommandFlags::Parse(
           args,
           {"model", "router-port", "controller-port", "prefill-ranks", "decode-ranks", "compute",
-           "tokenizer", "threads", "host", "kv-tokens", "startup-timeout"},
+           "tokenizer", "threads", "host", "kv-tokens", "startup-timeout", "http-port", "api-key"},
           {}));
   std::string model = flags.GetString("model", "default");
   XPD_ASSIGN_OR_RETURN(int64_t router_port, flags.GetInt("router-port", 0));
@@ -168,12 +171,23 @@ absl::Status RunUp(const std::vector<std::string>& args) {
   if (flags.Has("tokenizer")) {
     router_argv.insert(router_argv.end(), {"--tokenizer", flags.GetString("tokenizer", "")});
   }
+  if (flags.Has("http-port")) {
+    XPD_ASSIGN_OR_RETURN(int64_t http_port, flags.GetInt("http-port", 0));
+    router_argv.insert(router_argv.end(), {"--http-port", std::to_string(http_port)});
+  }
+  if (flags.Has("api-key")) {
+    router_argv.insert(router_argv.end(), {"--api-key", flags.GetString("api-key", "")});
+  }
   XPD_ASSIGN_OR_RETURN(int router_child, group.Spawn("router", router_argv));
   XPD_ASSIGN_OR_RETURN(std::string router_line, group.ReadLine(router_child, startup));
   XPD_ASSIGN_OR_RETURN(std::string router, Field(router_line, "router"));
   XPD_RETURN_IF_ERROR(WaitForHealthyRanks(controller, static_cast<int>(prefill_ranks),
                                           static_cast<int>(decode_ranks), group, startup));
-  std::cout << "ready router=" << router << std::endl;
+  std::string http;
+  if (flags.Has("http-port")) {
+    XPD_ASSIGN_OR_RETURN(http, Field(router_line, "http"));
+  }
+  std::cout << "ready router=" << router << (http.empty() ? "" : " http=" + http) << std::endl;
   std::cerr << "serving; metrics of the router: " << router_line << "\n"
             << "Ctrl-C stops the cluster\n";
 

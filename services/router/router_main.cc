@@ -1,7 +1,12 @@
 // xpd-router: the cluster's public entry point (xpd.v1.Generation).
 //   xpd-router --model DIR --controller HOST:PORT [--tokenizer DIR] [--host H] [--port P]
 //              [--metrics-port M] [--max-in-flight N] [--model-id NAME]
-// Prints "listening router=HOST:PORT metrics=HOST:PORT" once serving; stops on SIGINT/SIGTERM.
+//              [--http-port H [--api-key KEY] [--http-threads T]]
+// Prints "listening router=HOST:PORT metrics=HOST:PORT[ http=HOST:PORT]" once
+// serving; stops on SIGINT/SIGTERM. --http-port (0 = a free port) enables the
+// OpenAI-compatible HTTP endpoint; --api-key (or XPD_API_KEY) makes every
+// HTTP endpoint except /health require "Authorization: Bearer KEY".
+#include <cstdlib>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +16,7 @@
 #include "common/metrics/metrics_server.h"
 #include "common/model/model_config.h"
 #include "common/rpc/grpc_server.h"
+#include "services/router/http/openai_http_server.h"
 #include "services/router/rank_directory.h"
 #include "services/router/router_service.h"
 
@@ -36,12 +42,12 @@ std::unique_ptr<tokenizer::Tokenizer> LoadTokenizer(
 }
 
 absl::Status Run(const std::vector<std::string>& args) {
-  XPD_ASSIGN_OR_RETURN(
-      base::CommandFlags flags,
-      base::CommandFlags::Parse(args,
-                                {"model", "tokenizer", "controller", "host", "port", "metrics-port",
-                                 "max-in-flight", "model-id"},
-                                {}));
+  XPD_ASSIGN_OR_RETURN(base::CommandFlags flags,
+                       base::CommandFlags::Parse(
+                           args,
+                           {"model", "tokenizer", "controller", "host", "port", "metrics-port",
+                            "max-in-flight", "model-id", "http-port", "api-key", "http-threads"},
+                           {}));
   XPD_ASSIGN_OR_RETURN(std::string model_dir, flags.GetString("model"));
   XPD_ASSIGN_OR_RETURN(std::string controller, flags.GetString("controller"));
   XPD_ASSIGN_OR_RETURN(int64_t port, flags.GetInt("port", 0));
@@ -73,9 +79,26 @@ absl::Status Run(const std::vector<std::string>& args) {
   XPD_ASSIGN_OR_RETURN(auto server,
                        rpc::GrpcServer::Start(
                            {.host = host, .port = static_cast<int>(port), .services = {&service}}));
+  std::unique_ptr<http::OpenAiHttpServer> http_server;
+  if (flags.Has("http-port")) {
+    XPD_ASSIGN_OR_RETURN(int64_t http_port, flags.GetInt("http-port", 0));
+    XPD_ASSIGN_OR_RETURN(int64_t http_threads, flags.GetInt("http-threads", 64));
+    const char* env_key = std::getenv("XPD_API_KEY");
+    XPD_ASSIGN_OR_RETURN(http_server,
+                         http::OpenAiHttpServer::Start(
+                             {.host = host,
+                              .port = static_cast<int>(http_port),
+                              .generation_target = server->address(),
+                              .served_model = options.model_id,
+                              .api_key = flags.GetString("api-key", env_key ? env_key : ""),
+                              .registry = &metrics->registry(),
+                              .threads = static_cast<int>(http_threads)}));
+  }
   std::cout << "listening router=" << server->address() << " metrics=" << metrics->address()
+            << (http_server ? absl::StrCat(" http=", http_server->address()) : std::string())
             << std::endl;
   base::WaitForShutdownSignal();
+  http_server.reset();
   server->Shutdown();
   return absl::OkStatus();
 }

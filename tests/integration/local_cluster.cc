@@ -23,9 +23,11 @@ LocalCluster::~LocalCluster() { Stop(); }
 
 absl::StatusOr<std::string> LocalCluster::SpawnAndRead(const std::string& name,
                                                        const std::vector<std::string>& argv,
-                                                       const std::string& key, int* child) {
+                                                       const std::string& key, int* child,
+                                                       std::string* line_out) {
   XPD_ASSIGN_OR_RETURN(*child, group_.Spawn(name, argv));
   XPD_ASSIGN_OR_RETURN(std::string line, group_.ReadLine(*child, kStartup));
+  if (line_out != nullptr) *line_out = line;
   for (absl::string_view part : absl::StrSplit(line, ' ')) {
     if (absl::StartsWith(part, key + "=")) return std::string(part.substr(key.size() + 1));
   }
@@ -60,10 +62,22 @@ absl::Status LocalCluster::Start() {
                          SpawnAndRead(absl::StrCat("decode-", r), argv, "decode", &child));
     decode_addresses_.push_back(address);
   }
-  XPD_ASSIGN_OR_RETURN(router_, SpawnAndRead("router",
-                                             {Binary("xpd-router"), "--model", options_.model,
-                                              "--controller", controller_},
-                                             "router", &child));
+  std::vector<std::string> router_argv = {Binary("xpd-router"), "--model", options_.model,
+                                          "--controller", controller_};
+  if (options_.http) router_argv.insert(router_argv.end(), {"--http-port", "0"});
+  if (!options_.api_key.empty()) {
+    router_argv.insert(router_argv.end(), {"--api-key", options_.api_key});
+  }
+  std::string router_line;
+  XPD_ASSIGN_OR_RETURN(router_,
+                       SpawnAndRead("router", router_argv, "router", &child, &router_line));
+  if (options_.http) {
+    for (absl::string_view part : absl::StrSplit(router_line, ' ')) {
+      if (absl::StartsWith(part, "http=")) http_ = std::string(part.substr(5));
+    }
+    if (http_.empty())
+      return absl::InternalError(absl::StrCat("router printed '", router_line, "'"));
+  }
   XPD_ASSIGN_OR_RETURN(client_, client::GenerationClient::Create(router_));
   // Ready when the controller lists every rank as healthy (ranks register
   // within one heartbeat; the router polls the same list).

@@ -19,7 +19,9 @@ struct LocalClusterOptions {
   int decode_ranks = 1;
   int64_t decode_kv_tokens = 0;  // 0 = the binary's default
   int64_t prefill_max_step_tokens = 0;
-  int threads = 1;  // --threads of every prefill and decode rank (0 = one per core)
+  int threads = 1;      // --threads of every prefill and decode rank (0 = one per core)
+  bool http = false;    // the router's OpenAI-compatible endpoint (--http-port 0)
+  std::string api_key;  // its --api-key (empty = none)
 };
 
 class LocalCluster {
@@ -34,6 +36,7 @@ class LocalCluster {
 
   const std::string& router() const { return router_; }
   const std::string& controller() const { return controller_; }
+  const std::string& http() const { return http_; }  // "host:port" when options.http
   client::GenerationClient& client() { return *client_; }
   // The decode ranks' load, straight from their Decode.Status.
   absl::StatusOr<xpd::v1::RankLoad> DecodeLoad(int rank);
@@ -45,10 +48,11 @@ class LocalCluster {
  private:
   absl::StatusOr<std::string> SpawnAndRead(const std::string& name,
                                            const std::vector<std::string>& argv,
-                                           const std::string& key, int* child);
+                                           const std::string& key, int* child,
+                                           std::string* line_out = nullptr);
   LocalClusterOptions options_;
   cli::ProcessGroup group_;
-  std::string controller_, router_;
+  std::string controller_, router_, http_;
   std::vector<int> prefill_children_;
   std::vector<std::string> decode_addresses_;
   std::unique_ptr<client::GenerationClient> client_;
