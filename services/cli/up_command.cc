@@ -132,7 +132,7 @@ absl::Status RunUp(const std::vector<std::string>& args) {
                                                   "--port", std::to_string(controller_port)}));
   XPD_ASSIGN_OR_RETURN(std::string line, group.ReadLine(controller_child, startup));
   XPD_ASSIGN_OR_RETURN(std::string controller, Field(line, "controller"));
-  std::cerr << "controller at " << controller << "\n";
+  std::cerr << line << "\n";  // the controller's gRPC and metrics addresses
 
   const std::vector<std::string> model_flags = {"--model", model,       "--compute",
                                                 compute,   "--threads", std::to_string(threads)};

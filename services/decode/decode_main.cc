@@ -3,6 +3,7 @@
 // continuous batching over the requests the router announces.
 //   xpd-decode --model DIR --controller HOST:PORT [--compute f32|bf16] [--threads N]
 //              [--kv-tokens N] [--host H] [--port P] [--metrics-port M] [--rank R]
+//              [--advertise-address HOST:PORT]
 // Prints "listening decode=HOST:PORT metrics=HOST:PORT" once serving.
 #include <iostream>
 
@@ -22,7 +23,8 @@ namespace {
 
 absl::Status Run(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = runtime::kModelValueFlags;
-  value_flags.insert({"controller", "kv-tokens", "host", "port", "metrics-port", "rank"});
+  value_flags.insert(
+      {"controller", "kv-tokens", "host", "port", "metrics-port", "rank", "advertise-address"});
   XPD_ASSIGN_OR_RETURN(base::CommandFlags flags, base::CommandFlags::Parse(args, value_flags, {}));
   XPD_ASSIGN_OR_RETURN(std::string controller, flags.GetString("controller"));
   XPD_ASSIGN_OR_RETURN(int64_t kv_tokens, flags.GetInt("kv-tokens", 32768));
@@ -47,7 +49,9 @@ absl::Status Run(const std::vector<std::string>& args) {
                                                             .services = {&decode, &kv_transfer}}));
   cluster::RankAgent agent({.controller_address = controller,
                             .role = xpd::v1::ROLE_DECODE,
-                            .address = server->address(),
+                            // What peers dial: the bound address unless the rank sits
+                            // behind another name (a pod's stable DNS name, a NAT).
+                            .address = flags.GetString("advertise-address", server->address()),
                             .rank = static_cast<int32_t>(rank),
                             .load = [&decode] { return decode.Load(); }});
   agent.Start();
