@@ -29,18 +29,15 @@ trap cleanup EXIT
 
 key="xpd-test-$RANDOM$RANDOM"
 # The built-in default model (DeepSeek-V3 tokenizer, dummy weights) in a private cache.
-XPD_CACHE_DIR="$work/cache" "$build_dir/xpd" up --model default --http-port 0 --api-key "$key" \
-  --threads 1 >"$work/up.out" 2>"$work/up.err" &
+# Its stdout is read directly: the read returns with the ready line, or at EOF
+# if `xpd up` exits first (the timeout only bounds a hang).
+exec 3< <(XPD_CACHE_DIR="$work/cache" exec "$build_dir/xpd" up --model default --http-port 0 \
+  --api-key "$key" --threads 1 2>"$work/up.err")
 up_pid=$!
 http=""
-for _ in $(seq 1 1200); do
-  if line=$(grep -m1 '^ready ' "$work/up.out" 2>/dev/null); then
-    http=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$line")
-    break
-  fi
-  if ! kill -0 "$up_pid" 2>/dev/null; then break; fi
-  sleep 0.1
-done
+if read -r -t 300 line <&3 && [[ $line == ready* ]]; then
+  http=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$line")
+fi
 if [ -z "$http" ]; then
   echo "run_node_test: the cluster did not become ready" >&2
   cat "$work/up.err" >&2
