@@ -49,6 +49,11 @@ absl::Status RunAttentionBlock(const LayerContext& context, const AttentionWeigh
 absl::Status RunFfnBlock(const LayerContext& context, const DecoderLayerWeights& weights,
                          int32_t layer, const float* x, float* h);
 
+// The MoE layer's expert exchange for a rank with no tokens of its own: its
+// experts still serve the group's tokens.
+absl::Status RunMoeExchangeOnly(const LayerContext& context, const MoeWeights& weights,
+                                int32_t layer);
+
 // y[rows, w.rows] (op)= x[rows, w.cols] * W^T on the context's backend.
 absl::Status Project(const LayerContext& context, const kernels::WeightMatrix& w, const float* x,
                      int64_t x_stride, float* y, int64_t y_stride, int64_t rows,

@@ -59,6 +59,7 @@ absl::StatusOr<std::unique_ptr<DeepSeekModel>> DeepSeekModel::Load(const Checkpo
                                                                    kernels::Backend* backend) {
   if (backend == nullptr) return absl::InvalidArgumentError("DeepSeekModel::Load: no backend");
   auto model = std::unique_ptr<DeepSeekModel>(new DeepSeekModel());
+  model->checkpoint_ = &checkpoint;
   model->config_ = checkpoint.config();
   model->precision_ = options.precision;
   model->backend_ = backend;

@@ -49,10 +49,27 @@ class DeepSeekModel {
                           const kernels::PagedLatentCache& cache, std::vector<float>* logits,
                           RoutingTrace* routing = nullptr) const;
 
+  // Expert parallelism. A rank with no tokens in a step still serves its
+  // peers' tokens: IdleStep runs every MoE layer's exchange with no rows.
+  absl::Status IdleStep() const;
+  // Model layer index of every MoE layer of the main stack.
+  std::vector<int32_t> moe_layers() const;
+  bool holds_expert(int32_t layer, int32_t expert) const;
+  // Bytes of one routed expert's weights as held at this precision.
+  int64_t routed_expert_bytes() const;
+  // Loads routed experts from the checkpoint (touching their pages, so the
+  // first step that uses them does not stall) and answers the bytes loaded.
+  // Safe while another thread runs Forward only for experts that the current
+  // placement does not route to this rank; release experts only between
+  // steps, after the placement stopped routing to them.
+  absl::StatusOr<int64_t> LoadRoutedExperts(int32_t layer, std::span<const int32_t> experts);
+  void ReleaseRoutedExperts(int32_t layer, std::span<const int32_t> experts);
+
  private:
   DeepSeekModel() = default;
   transport::LocalExpertExchange local_exchange_;
   transport::ExpertExchange* exchange_ = nullptr;  // local_exchange_ unless set for an EP group
+  const Checkpoint* checkpoint_ = nullptr;         // outlives the model (weights are views into it)
   ModelConfig config_;
   kernels::Precision precision_ = kernels::Precision::kF32;
   ModelWeights weights_;

@@ -40,41 +40,11 @@ absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x
   return Project(c, mlp.down.matrix, gate.data(), width, y, d, rows, mode);
 }
 
-absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer, const float* x,
-                    float* h) {
-  const ModelConfig& cfg = c.config;
-  const int64_t n = c.rows, d = cfg.hidden_size, experts = cfg.n_routed_experts;
-  const int64_t top_k = cfg.num_experts_per_tok;
-
-  // Router in f32 whatever the compute precision (spec pitfall 14).
-  std::vector<float> logits(n * experts);
-  XPD_RETURN_IF_ERROR(c.backend.MatMul({.x = x,
-                                        .x_stride = d,
-                                        .w = &moe.router.matrix,
-                                        .y = logits.data(),
-                                        .m = n,
-                                        .precision = kernels::Precision::kF32}));
-  std::vector<int32_t> ids(n * top_k);
-  std::vector<float> weights(n * top_k);
-  XPD_RETURN_IF_ERROR(c.backend.MoeRouting({.logits = logits.data(),
-                                            .bias = moe.correction_bias.data(),
-                                            .expert_ids = ids.data(),
-                                            .expert_weights = weights.data(),
-                                            .num_tokens = static_cast<int32_t>(n),
-                                            .num_experts = static_cast<int32_t>(experts),
-                                            .num_groups = static_cast<int32_t>(cfg.n_group),
-                                            .top_groups = static_cast<int32_t>(cfg.topk_group),
-                                            .top_k = static_cast<int32_t>(top_k),
-                                            .scale = static_cast<float>(cfg.routed_scaling_factor),
-                                            .normalize = cfg.norm_topk_prob}));
-  if (c.routing != nullptr) {
-    c.routing->expert_ids.push_back(ids);
-    c.routing->expert_weights.push_back(weights);
-  }
-
-  // Routed experts through the exchange: local here, all-to-all in an EP group.
-  const int64_t width = cfg.moe_intermediate_size;
-  const transport::ExpertCompute compute = [&](std::span<const transport::ExpertBatch> batches) {
+// Runs held experts over the rows the exchange gathered for them, as one
+// grouped pass per projection.
+transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeights& moe) {
+  return [&c, &moe](std::span<const transport::ExpertBatch> batches) -> absl::Status {
+    const int64_t d = c.config.hidden_size, width = c.config.moe_intermediate_size;
     int64_t total = 0;
     for (const transport::ExpertBatch& b : batches) {
       if (!moe.experts[b.expert].loaded()) {
@@ -83,6 +53,7 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
       }
       total += b.rows;
     }
+    if (total == 0) return absl::OkStatus();
     std::vector<float> gate(total * width), up(total * width);
     std::vector<kernels::MatMulArgs> problems;
     int64_t row = 0;
@@ -122,6 +93,42 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
     }
     return c.backend.MatMulGroup(problems);
   };
+}
+
+absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer, const float* x,
+                    float* h) {
+  const ModelConfig& cfg = c.config;
+  const int64_t n = c.rows, d = cfg.hidden_size, experts = cfg.n_routed_experts;
+  const int64_t top_k = cfg.num_experts_per_tok;
+
+  // Router in f32 whatever the compute precision (spec pitfall 14).
+  std::vector<float> logits(n * experts);
+  XPD_RETURN_IF_ERROR(c.backend.MatMul({.x = x,
+                                        .x_stride = d,
+                                        .w = &moe.router.matrix,
+                                        .y = logits.data(),
+                                        .m = n,
+                                        .precision = kernels::Precision::kF32}));
+  std::vector<int32_t> ids(n * top_k);
+  std::vector<float> weights(n * top_k);
+  XPD_RETURN_IF_ERROR(c.backend.MoeRouting({.logits = logits.data(),
+                                            .bias = moe.correction_bias.data(),
+                                            .expert_ids = ids.data(),
+                                            .expert_weights = weights.data(),
+                                            .num_tokens = static_cast<int32_t>(n),
+                                            .num_experts = static_cast<int32_t>(experts),
+                                            .num_groups = static_cast<int32_t>(cfg.n_group),
+                                            .top_groups = static_cast<int32_t>(cfg.topk_group),
+                                            .top_k = static_cast<int32_t>(top_k),
+                                            .scale = static_cast<float>(cfg.routed_scaling_factor),
+                                            .normalize = cfg.norm_topk_prob}));
+  if (c.routing != nullptr) {
+    c.routing->expert_ids.push_back(ids);
+    c.routing->expert_weights.push_back(weights);
+  }
+
+  // Routed experts through the exchange: local here, all-to-all in an EP group.
+  const transport::ExpertCompute compute = ExpertComputeFor(c, moe);
   std::vector<float> routed(n * d);
   XPD_RETURN_IF_ERROR(c.exchange.DispatchCombine({.layer = layer,
                                                   .rows = n,
@@ -144,6 +151,14 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
 }
 
 }  // namespace
+
+absl::Status RunMoeExchangeOnly(const LayerContext& c, const MoeWeights& moe, int32_t layer) {
+  return c.exchange.DispatchCombine({.layer = layer,
+                                     .rows = 0,
+                                     .hidden = c.config.hidden_size,
+                                     .top_k = static_cast<int32_t>(c.config.num_experts_per_tok)},
+                                    ExpertComputeFor(c, moe));
+}
 
 absl::Status RunFfnBlock(const LayerContext& c, const DecoderLayerWeights& w, int32_t layer,
                          const float* x, float* h) {

@@ -219,4 +219,31 @@ absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& checkpoint,
   return weights;
 }
 
+absl::StatusOr<MlpWeights> LoadRoutedExpert(const Checkpoint& checkpoint,
+                                            kernels::Precision precision, int64_t layer,
+                                            int64_t expert) {
+  const ModelConfig& config = checkpoint.config();
+  const bool moe = layer >= config.num_hidden_layers || config.IsMoeLayer(layer);
+  if (layer < 0 || !moe || expert < 0 || expert >= config.n_routed_experts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no routed expert ", expert, " in layer ", layer));
+  }
+  const Loader loader{checkpoint, config, precision};
+  return loader.Mlp(absl::StrCat("model.layers.", layer, ".mlp.experts.", expert),
+                    config.moe_intermediate_size);
+}
+
+int64_t MlpBytes(const MlpWeights& mlp) {
+  int64_t bytes = 0;
+  for (const Linear* l : {&mlp.gate, &mlp.up, &mlp.down}) {
+    const WeightMatrix& m = l->matrix;
+    const int64_t element = m.dtype == DType::kF32 ? 4 : m.dtype == DType::kBF16 ? 2 : 1;
+    bytes += m.rows * m.cols * element;
+    if (m.block_scales != nullptr) {
+      bytes += ((m.rows + m.block_rows - 1) / m.block_rows) * m.scale_cols() * 4;
+    }
+  }
+  return bytes;
+}
+
 }  // namespace xpd::model

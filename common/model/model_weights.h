@@ -83,4 +83,13 @@ struct ModelWeights {
 absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& checkpoint,
                                               const LoadOptions& options);
 
+// One routed expert of one layer, as LoadModelWeights would have loaded it:
+// for ranks whose expert placement changes while they serve.
+absl::StatusOr<MlpWeights> LoadRoutedExpert(const Checkpoint& checkpoint,
+                                            kernels::Precision precision, int64_t layer,
+                                            int64_t expert);
+
+// Bytes of an expert's three matrices as held (block scales included).
+int64_t MlpBytes(const MlpWeights& mlp);
+
 }  // namespace xpd::model

@@ -8,7 +8,8 @@
 namespace xpd::testing {
 
 FixtureModel LoadFixtureModel(const std::string& variant, kernels::Precision precision,
-                              BackendKind backend, int threads) {
+                              BackendKind backend, int threads,
+                              std::function<bool(int64_t, int64_t)> hold_expert) {
   FixtureModel f;
   auto checkpoint = model::Checkpoint::Open(std::string(kFixtureRoot) + "/models/" + variant);
   EXPECT_TRUE(checkpoint.ok()) << checkpoint.status();
@@ -16,8 +17,10 @@ FixtureModel LoadFixtureModel(const std::string& variant, kernels::Precision pre
   f.checkpoint = std::move(*checkpoint);
   f.backend = backend == BackendKind::kCpu ? kernels::MakeCpuBackend(threads)
                                            : kernels::MakeReferenceBackend();
-  auto m = model::DeepSeekModel::Load(*f.checkpoint, {.precision = precision, .load_mtp = true},
-                                      f.backend.get());
+  auto m = model::DeepSeekModel::Load(
+      *f.checkpoint,
+      {.precision = precision, .load_mtp = !hold_expert, .hold_expert = std::move(hold_expert)},
+      f.backend.get());
   EXPECT_TRUE(m.ok()) << m.status();
   if (!m.ok()) return f;
   f.model = std::move(*m);

@@ -2,6 +2,7 @@
 // runs them the way the reference did: one prefill, then single-token decode.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,9 +28,11 @@ struct FixtureModel {
 enum class BackendKind { kCpu, kReference };
 
 // variant: "bf16", "fp8", "fp8-block16", "fp8-sharded".
+// `hold_expert` limits the routed experts loaded (an expert-parallel rank).
 FixtureModel LoadFixtureModel(const std::string& variant,
                               kernels::Precision precision = kernels::Precision::kF32,
-                              BackendKind backend = BackendKind::kCpu, int threads = 2);
+                              BackendKind backend = BackendKind::kCpu, int threads = 2,
+                              std::function<bool(int64_t, int64_t)> hold_expert = {});
 
 // The expected/ folder for a variant ("fp8-sharded" shares fp8's).
 std::string ExpectedDir(const std::string& variant);
