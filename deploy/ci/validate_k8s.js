@@ -163,6 +163,13 @@ function topologyCheck(name, objects) {
           const script = (c.command || []).join("\n");
           if (!/--rank "\$rank"/.test(script) || !/\$\{name##\*-\}/.test(script))
             fail(where(w), `${c.name}: command does not derive --rank from the pod ordinal`);
+          // Ranks bind an address of the pod (--host) and register a routable
+          // HOST:PORT with the controller (--advertise-address) on the grpc port.
+          const grpcPort = ports.get("grpc");
+          if (!new RegExp(`--advertise-address "[^"]*:${grpcPort}"`).test(script))
+            fail(where(w), `${c.name}: command does not pass --advertise-address HOST:${grpcPort}`);
+          if (/--host/.test(script)) fail(where(w), `${c.name}: command binds the advertised host (--host)`);
+          if (!args.includes("--host")) fail(where(w), `${c.name}: no --host (bind address) in args`);
         }
       }
     }

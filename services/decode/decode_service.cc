@@ -35,7 +35,7 @@ DecodeService::DecodeService(runtime::DecodeScheduler& scheduler, prometheus::Re
     : scheduler_(scheduler),
       kv_blocks_used_(AddGauge(registry, labels, "xpd_kv_cache_blocks_used",
                                "Latent KV cache blocks in use (reserved or running)")),
-      kv_blocks_total_(AddGauge(registry, labels, "xpd_kv_cache_blocks_total",
+      kv_blocks_total_(AddGauge(registry, labels, "xpd_kv_cache_capacity_blocks",
                                 "Latent KV cache blocks on this rank")),
       running_(AddGauge(registry, labels, "xpd_requests_running",
                         "Requests in the running decode batch")),

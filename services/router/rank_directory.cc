@@ -81,6 +81,15 @@ absl::StatusOr<RankChoice> RankDirectory::PickPrefill(int64_t prompt_tokens) {
   return RankChoice{best->rank_id(), best->address()};
 }
 
+int64_t RankDirectory::MaxDecodeKvBlocks() {
+  absl::MutexLock lock(&mutex_);
+  int64_t blocks = 0;
+  for (const xpd::v1::RankInfo& rank : decode_) {
+    blocks = std::max(blocks, rank.load().kv_blocks_total());
+  }
+  return blocks;
+}
+
 void RankDirectory::PrefillDone(const std::string& rank_id, int64_t prompt_tokens) {
   absl::MutexLock lock(&mutex_);
   for (xpd::v1::RankInfo& rank : prefill_) {

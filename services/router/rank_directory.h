@@ -35,6 +35,8 @@ class RankDirectory {
   // UNAVAILABLE when no healthy rank of that role is known.
   absl::StatusOr<RankChoice> PickPrefill(int64_t prompt_tokens);
   absl::StatusOr<RankChoice> PickDecode(int64_t blocks_needed);
+  // The largest KV cache (in blocks) of a healthy decode rank; 0 when none is known.
+  int64_t MaxDecodeKvBlocks();
   // Undo PickPrefill's local accounting once the prefill finished or failed.
   void PrefillDone(const std::string& rank_id, int64_t prompt_tokens);
 

@@ -1,5 +1,6 @@
 #include "services/router/router_service.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -89,16 +90,29 @@ absl::StatusOr<std::vector<int32_t>> RouterService::PromptIds(
   return ids;
 }
 
-absl::Status RouterService::ValidateSampling(const xpd::v1::SamplingParams& s,
-                                             int64_t prompt) const {
+int64_t RouterService::ServedContext() {
+  const int64_t kv_tokens = ranks_.MaxDecodeKvBlocks() * options_.kv_block_size;
+  if (kv_tokens <= 0) return config_.max_position_embeddings;
+  return std::min<int64_t>(config_.max_position_embeddings, kv_tokens);
+}
+
+absl::Status RouterService::ValidateSampling(const xpd::v1::SamplingParams& s, int64_t prompt) {
   if (s.max_tokens() < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("sampling.max_tokens must be >= 1, got ", s.max_tokens()));
   }
-  if (prompt + s.max_tokens() > config_.max_position_embeddings) {
+  const int64_t context = ServedContext();
+  if (prompt + s.max_tokens() > context) {
+    // Beyond the largest decode rank's KV cache no rank could ever take the
+    // request: that is a bad request, not a full cache (RESOURCE_EXHAUSTED).
     return absl::InvalidArgumentError(absl::StrCat(
-        "prompt (", prompt, " tokens) + sampling.max_tokens (", s.max_tokens(),
-        ") exceeds the model's context of ", config_.max_position_embeddings, " tokens"));
+        "prompt (", prompt, " tokens) + sampling.max_tokens (", s.max_tokens(), ") exceeds ",
+        context == config_.max_position_embeddings
+            ? absl::StrCat("the model's context of ", context, " tokens")
+            : absl::StrCat("the served context of ", context,
+                           " tokens (the KV cache of the largest decode rank; the model's "
+                           "context is ",
+                           config_.max_position_embeddings, ")")));
   }
   if (s.top_logprobs() < 0 || s.top_logprobs() > 20) {
     return absl::InvalidArgumentError("sampling.top_logprobs must be in [0, 20]");
@@ -142,7 +156,7 @@ grpc::Status RouterService::ListModels(grpc::ServerContext*, const xpd::v1::List
                                        xpd::v1::ListModelsResponse* response) {
   xpd::v1::ModelInfo* model = response->add_models();
   model->set_id(options_.model_id);
-  model->set_context_length(config_.max_position_embeddings);
+  model->set_context_length(ServedContext());
   model->set_vocab_size(config_.vocab_size);
   return grpc::Status::OK;
 }

@@ -49,13 +49,19 @@ class RouterService final : public xpd::v1::Generation::Service {
   grpc::Status ListModels(grpc::ServerContext* context, const xpd::v1::ListModelsRequest* request,
                           xpd::v1::ListModelsResponse* response) override;
 
+  // The most tokens (prompt + completion) one request can use: the model's
+  // context, capped by the KV cache of the largest healthy decode rank (a
+  // request reserves KV for every position it can reach before it starts).
+  // ListModels reports it as context_length; Generate validates against it.
+  int64_t ServedContext();
+
  private:
   struct Metrics;
   class GenerateCall;  // one request's life (router_generate.cc)
 
   absl::StatusOr<std::vector<int32_t>> PromptIds(const xpd::v1::GenerateRequest& request) const;
   absl::StatusOr<std::vector<int32_t>> ChatIds(const xpd::v1::Chat& chat) const;
-  absl::Status ValidateSampling(const xpd::v1::SamplingParams& sampling, int64_t prompt) const;
+  absl::Status ValidateSampling(const xpd::v1::SamplingParams& sampling, int64_t prompt);
   xpd::v1::Prefill::Stub& PrefillStub(const std::string& address);
   xpd::v1::Decode::Stub& DecodeStub(const std::string& address);
   std::string NewRequestId();

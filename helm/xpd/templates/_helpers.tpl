@@ -371,7 +371,9 @@ spec:
         - name: {{ $component }}
           image: {{ include "xpd.image" $root }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          # The StatefulSet ordinal (the pod name's suffix) is the rank.
+          # The StatefulSet ordinal (the pod name's suffix) is the rank; the
+          # rank binds bindHost and registers XPD_ADVERTISE_HOST:<grpc port>
+          # with the controller (IPv6 addresses in brackets).
           command:
             - /bin/sh
             - -c
@@ -382,9 +384,15 @@ spec:
               case "$rank" in
                 ''|*[!0-9]*) echo "xpd: no StatefulSet ordinal in pod name '$name'" >&2; exit 2 ;;
               esac
-              exec "$0" "$@" --host "$XPD_ADVERTISE_HOST" --rank "$rank"
+              host="$XPD_ADVERTISE_HOST"
+              case "$host" in
+                *:*) host="[$host]" ;;
+              esac
+              exec "$0" "$@" --advertise-address "$host:{{ $root.Values.ports.grpc }}" --rank "$rank"
             - xpd-{{ $component }}
           args:
+            - --host
+            - {{ $root.Values.bindHost | quote }}
             - --model
             - {{ include "xpd.modelPath" $root | quote }}
             - --controller

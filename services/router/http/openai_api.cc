@@ -1,5 +1,7 @@
 #include "services/router/http/openai_api.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace xpd::router::http {
@@ -327,16 +329,22 @@ bool ParseRequest(Endpoint endpoint, const std::string& text, ParsedRequest* par
     }
   }
 
-  int64_t max_tokens =
-      endpoint == Endpoint::kChatCompletions ? kDefaultChatMaxTokens : kDefaultCompletionMaxTokens;
+  int64_t max_tokens = 0;
+  bool max_tokens_given = false;
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (!Present(body, key)) continue;
     if (!GetInt(body, key, &max_tokens, error)) return false;
     if (max_tokens < 1 || max_tokens > INT32_MAX) {
       return Invalid(error, key, absl::StrCat("'", key, "' must be >= 1, got ", max_tokens));
     }
+    max_tokens_given = true;
   }
-  sampling.set_max_tokens(static_cast<int32_t>(max_tokens));
+  if (!max_tokens_given && endpoint == Endpoint::kChatCompletions) {
+    parsed->max_tokens_from_context = true;  // the caller knows the context and the prompt
+  } else {
+    sampling.set_max_tokens(
+        static_cast<int32_t>(max_tokens_given ? max_tokens : kDefaultCompletionMaxTokens));
+  }
 
   double number = 0;
   if (Present(body, "temperature")) {
@@ -411,6 +419,21 @@ bool ParseRequest(Endpoint endpoint, const std::string& text, ParsedRequest* par
   }
   sampling.set_logprobs(parsed->logprobs);
   sampling.set_top_logprobs(parsed->top_logprobs);
+  return true;
+}
+
+bool SetMaxTokensFromContext(int64_t context_length, int64_t prompt_tokens, ParsedRequest* parsed,
+                             ApiError* error) {
+  const int64_t remaining = context_length - prompt_tokens;
+  if (remaining < 1) {
+    return Invalid(error, "messages",
+                   absl::StrCat("the messages (", prompt_tokens,
+                                " tokens) leave no room for a completion in the context of ",
+                                context_length, " tokens"));
+  }
+  parsed->request.mutable_sampling()->set_max_tokens(
+      static_cast<int32_t>(std::min<int64_t>(remaining, INT32_MAX)));
+  parsed->max_tokens_from_context = false;
   return true;
 }
 

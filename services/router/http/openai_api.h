@@ -17,10 +17,10 @@ namespace xpd::router::http {
 
 enum class Endpoint { kChatCompletions, kCompletions };
 
-// Default max_tokens when a request names none (OpenAI's legacy completions
-// default is 16; chat has no documented cap, so a bounded one is used).
+// Default max_tokens of /v1/completions when a request names none (OpenAI's
+// legacy default). Chat completions without max_tokens may use the rest of the
+// context: see ParsedRequest::max_tokens_from_context.
 inline constexpr int32_t kDefaultCompletionMaxTokens = 16;
-inline constexpr int32_t kDefaultChatMaxTokens = 1024;
 
 // An OpenAI-style error: HTTP status plus the body's fields.
 struct ApiError {
@@ -46,12 +46,22 @@ struct ParsedRequest {
   bool include_usage = false;  // stream_options.include_usage
   bool logprobs = false;
   int32_t top_logprobs = 0;
+  // A chat request without max_tokens / max_completion_tokens: the caller
+  // sets sampling.max_tokens (left 0 here) with SetMaxTokensFromContext.
+  bool max_tokens_from_context = false;
 };
 
 // Parses and type-checks a request body. On failure returns false and fills
 // *error (HTTP 400 with `param` naming the offending field).
 bool ParseRequest(Endpoint endpoint, const std::string& body, ParsedRequest* parsed,
                   ApiError* error);
+
+// Sets the request's max_tokens to the rest of the context: context_length
+// (ListModels' served context) minus the prompt's tokens (the router's
+// Tokenize of the same chat). false with *error (400, param "messages") when
+// the prompt leaves no room for a single token.
+bool SetMaxTokensFromContext(int64_t context_length, int64_t prompt_tokens, ParsedRequest* parsed,
+                             ApiError* error);
 
 // Text of one token id for logprobs output ("token_id:N" when unknown).
 using TokenText = std::function<std::string(int32_t)>;

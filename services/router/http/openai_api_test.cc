@@ -61,6 +61,40 @@ TEST(OpenAiApiTest, CompletionPrompts) {
   EXPECT_EQ(text.request.sampling().stop_size(), 2);
 }
 
+TEST(OpenAiApiTest, ChatWithoutMaxTokensUsesTheRestOfTheContext) {
+  ParsedRequest parsed;
+  ApiError error;
+  ASSERT_TRUE(ParseRequest(Endpoint::kChatCompletions,
+                           R"({"messages": [{"role": "user", "content": "hi"}]})", &parsed,
+                           &error));
+  EXPECT_TRUE(parsed.max_tokens_from_context);
+  EXPECT_EQ(parsed.request.sampling().max_tokens(), 0);  // the server fills it in
+  ASSERT_TRUE(SetMaxTokensFromContext(4096, 10, &parsed, &error));
+  EXPECT_EQ(parsed.request.sampling().max_tokens(), 4086);
+  EXPECT_FALSE(parsed.max_tokens_from_context);
+
+  // A prompt that fills the context: 400 about the messages.
+  ParsedRequest full;
+  ASSERT_TRUE(ParseRequest(Endpoint::kChatCompletions,
+                           R"({"messages": [{"role": "user", "content": "hi"}]})", &full, &error));
+  EXPECT_FALSE(SetMaxTokensFromContext(4096, 4096, &full, &error));
+  EXPECT_EQ(error.http_status, 400);
+  EXPECT_EQ(error.param, "messages");
+
+  // Either explicit field wins; completions keep OpenAI's default of 16.
+  ParsedRequest given;
+  ASSERT_TRUE(ParseRequest(Endpoint::kChatCompletions,
+                           R"({"messages": [{"role": "user", "content": "hi"}],
+                               "max_completion_tokens": 9})",
+                           &given, &error));
+  EXPECT_FALSE(given.max_tokens_from_context);
+  EXPECT_EQ(given.request.sampling().max_tokens(), 9);
+  ParsedRequest completion;
+  ASSERT_TRUE(ParseRequest(Endpoint::kCompletions, R"({"prompt": "x"})", &completion, &error));
+  EXPECT_FALSE(completion.max_tokens_from_context);
+  EXPECT_EQ(completion.request.sampling().max_tokens(), kDefaultCompletionMaxTokens);
+}
+
 TEST(OpenAiApiTest, WrongTypesAre400WithParam) {
   EXPECT_EQ(ParseError(Endpoint::kChatCompletions, R"({"messages": "hi"})").param, "messages");
   EXPECT_EQ(ParseError(Endpoint::kChatCompletions,

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <iostream>
+#include <optional>
 
 #include "CivetServer.h"
 #include "absl/container/flat_hash_map.h"
@@ -13,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
 #include "services/router/http/openai_api.h"
+#include "services/router/http/peer_close_watcher.h"
 
 namespace xpd::router::http {
 namespace {
@@ -178,6 +180,43 @@ struct OpenAiHttpServer::Impl : public CivetHandler {
 
   std::string ServedModel() { return options.served_model; }
 
+  // A chat request without max_tokens: the rest of the context after its
+  // prompt, as the Generation service counts both (ListModels' served
+  // context, Tokenize of the same chat). False after answering an error.
+  bool MaxTokensFromContext(mg_connection* conn, ParsedRequest* parsed) {
+    auto models = client->ListModels();
+    if (!models.ok()) {
+      SendError(conn, ErrorFromStatus(models.status()));
+      return false;
+    }
+    const xpd::v1::ModelInfo* model = nullptr;
+    for (const xpd::v1::ModelInfo& m : models->models()) {
+      if (parsed->model.empty() || m.id() == parsed->model) {
+        model = &m;
+        break;
+      }
+    }
+    if (model == nullptr) {
+      // Not served here: Generate answers that (404) as for any request.
+      parsed->request.mutable_sampling()->set_max_tokens(1);
+      return true;
+    }
+    xpd::v1::TokenizeRequest tokenize;
+    tokenize.set_model(parsed->model);
+    *tokenize.mutable_chat() = parsed->request.chat();
+    auto ids = client->Tokenize(tokenize);
+    if (!ids.ok()) {
+      SendError(conn, ErrorFromStatus(ids.status()));
+      return false;
+    }
+    ApiError error;
+    if (!SetMaxTokensFromContext(model->context_length(), ids->ids_size(), parsed, &error)) {
+      SendError(conn, error);
+      return false;
+    }
+    return true;
+  }
+
   bool Complete(mg_connection* conn, Endpoint endpoint) {
     std::string body;
     if (!ReadBody(conn, &body)) return true;
@@ -201,15 +240,28 @@ struct OpenAiHttpServer::Impl : public CivetHandler {
       return text;
     };
 
+    if (parsed.max_tokens_from_context && !MaxTokensFromContext(conn, &parsed)) return true;
+
     CompletionBuilder builder(parsed, ServedModel(), absl::ToUnixSeconds(absl::Now()));
     std::unique_ptr<client::GenerationStream> stream = client->StartGenerate(parsed.request);
+    // A client that disconnects cancels its generation (which frees its KV on
+    // the decode rank) at once, also while nothing is written to it: before
+    // the first token and all along a non-streaming request. Declared after
+    // `stream`, so it stops watching before the stream goes away.
+    std::optional<PeerCloseWatcher> watcher;
+    const mg_request_info* info = mg_get_request_info(conn);
+    if (const int fd = FindAcceptedSocket(info->remote_addr, info->remote_port, info->server_port);
+        fd >= 0) {
+      watcher.emplace(fd, [generation = stream.get()] { generation->Cancel(); });
+    }
+    const auto client_gone = [&] { return watcher.has_value() && watcher->closed(); };
     xpd::v1::GenerateResponse response;
     // The first message decides the HTTP status: errors (validation,
     // overload, unknown model) come before any token.
     if (!stream->Next(&response)) {
       absl::Status status = stream->Finish();
       if (status.ok()) status = absl::InternalError("the generation ended without a response");
-      SendError(conn, ErrorFromStatus(status));
+      if (!client_gone()) SendError(conn, ErrorFromStatus(status));
       return true;
     }
     if (!parsed.stream) {
@@ -217,6 +269,7 @@ struct OpenAiHttpServer::Impl : public CivetHandler {
         builder.Add(response);
       } while (stream->Next(&response));
       absl::Status status = stream->Finish();
+      if (client_gone()) return true;  // cancelled: nobody to answer
       if (!status.ok()) {
         SendError(conn, ErrorFromStatus(status));
         return true;
@@ -239,7 +292,7 @@ struct OpenAiHttpServer::Impl : public CivetHandler {
         }
       }
     } while (connected && stream->Next(&response));
-    if (!connected) {
+    if (!connected || client_gone()) {
       // The client went away: cancel the generation (frees the ranks' slots).
       stream->Cancel();
       while (stream->Next(&response)) {
