@@ -20,5 +20,9 @@ absl::Status RunRemoteGenerate(const CommandFlags& flags);
 int RunTokenizeCommand(const std::vector<std::string>& args);
 int RunDetokenizeCommand(const std::vector<std::string>& args);
 int RunChatTemplateCommand(const std::vector<std::string>& args);
+// `xpd status` / `xpd rebalance`: the controller's view of the cluster and
+// its EP groups' expert placement; an operator-forced rebalance.
+int RunStatusCommand(const std::vector<std::string>& args);
+int RunRebalanceCommand(const std::vector<std::string>& args);
 
 }  // namespace xpd::cli

@@ -20,7 +20,9 @@ constexpr char kUsage[] =
     "  dummy-model    write a checkpoint of deterministic random (dummy) weights\n"
     "  tokenize       text to token ids (JSON lines on stdin and stdout)\n"
     "  detokenize     token ids to text (JSON lines on stdin and stdout)\n"
-    "  chat-template  conversations to text and ids with the chat template (JSON lines)\n";
+    "  chat-template  conversations to text and ids with the chat template (JSON lines)\n"
+    "  status         a cluster's ranks and its EP group's expert placement and balance\n"
+    "  rebalance      rebalance an EP group's experts now (or --dry-run to preview)\n";
 
 }  // namespace
 
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
       {"tokenize", xpd::cli::RunTokenizeCommand},
       {"detokenize", xpd::cli::RunDetokenizeCommand},
       {"chat-template", xpd::cli::RunChatTemplateCommand},
+      {"status", xpd::cli::RunStatusCommand},
+      {"rebalance", xpd::cli::RunRebalanceCommand},
   };
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
     std::cerr << kUsage;

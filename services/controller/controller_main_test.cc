@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -81,6 +84,51 @@ TEST(ControllerMainTest, PrintsAddressServesAndExitsOnSigterm) {
   ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
   EXPECT_TRUE(WIFEXITED(wstatus));
   EXPECT_EQ(WEXITSTATUS(wstatus), 0);
+}
+
+struct Exit {
+  int code = -1;
+  std::string err;
+};
+
+// Runs the binary with `args` until it exits by itself (it must: each case
+// here fails before serving).
+Exit RunToExit(std::vector<std::string> args) {
+  int err_pipe[2];
+  if (pipe(err_pipe) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(err_pipe[1], STDERR_FILENO);
+    close(err_pipe[0]);
+    close(err_pipe[1]);
+    std::vector<char*> argv = {const_cast<char*>(XPD_CONTROLLER_BINARY)};
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    execv(XPD_CONTROLLER_BINARY, argv.data());
+    _exit(127);
+  }
+  close(err_pipe[1]);
+  Exit exit;
+  exit.err = ReadUntil(err_pipe[0], [](const std::string&) { return false; });
+  close(err_pipe[0]);
+  int wstatus = 0;
+  if (waitpid(pid, &wstatus, 0) == pid && WIFEXITED(wstatus)) exit.code = WEXITSTATUS(wstatus);
+  return exit;
+}
+
+TEST(ControllerMainTest, CorruptPlacementFileStopsTheStartNamingIt) {
+  const std::string path =
+      (std::filesystem::path(::testing::TempDir()) / "controller_main_corrupt.json").string();
+  std::ofstream(path) << "{\"groups\": [";
+  const Exit exit = RunToExit({"--port", "0", "--metrics-port", "0", "--placement-file", path});
+  EXPECT_EQ(exit.code, 1);
+  EXPECT_THAT(exit.err, ::testing::HasSubstr("placement file " + path + ": not a JSON object"));
+}
+
+TEST(ControllerMainTest, RejectsAnUnknownRebalanceMode) {
+  const Exit exit = RunToExit({"--rebalance", "sometimes"});
+  EXPECT_EQ(exit.code, 2);
+  EXPECT_THAT(exit.err, ::testing::HasSubstr("--rebalance must be auto or off"));
 }
 
 }  // namespace

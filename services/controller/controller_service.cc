@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/rpc/status_conversion.h"
 
 namespace xpd::controller {
 namespace {
@@ -13,6 +14,14 @@ namespace {
 using xpd::v1::Role;
 
 constexpr Role kRoles[] = {xpd::v1::ROLE_ROUTER, xpd::v1::ROLE_PREFILL, xpd::v1::ROLE_DECODE};
+
+// The service's own manager when none is given: in memory, default policy.
+std::unique_ptr<PlacementManager> DefaultPlacement(const ControllerOptions& options) {
+  if (options.placement != nullptr) return nullptr;
+  return *PlacementManager::Create({.clock = options.clock,
+                                    .registry = options.registry,
+                                    .metric_labels = options.metric_labels});
+}
 
 }  // namespace
 
@@ -26,7 +35,10 @@ std::string RoleName(Role role) {
 ControllerService::ControllerService(ControllerOptions options)
     : options_(std::move(options)),
       down_after_(options_.down_after > absl::ZeroDuration() ? options_.down_after
-                                                             : 3 * options_.heartbeat_interval) {
+                                                             : 3 * options_.heartbeat_interval),
+      owned_placement_(DefaultPlacement(options_)),
+      placement_(options_.placement != nullptr ? options_.placement : owned_placement_.get()) {
+  placement_->SetRankSource([this] { return Ranks(); });
   if (options_.registry == nullptr) return;
   // `role` here is the rank's role; the controller's own role label would
   // collide with it, so this family drops that constant label.
@@ -45,6 +57,11 @@ ControllerService::ControllerService(ControllerOptions options)
                      .Add({});
   absl::MutexLock lock(&mu_);
   RefreshMetricsLocked(Now());
+}
+
+ControllerService::~ControllerService() {
+  // The manager may outlive this service; it must stop asking it for ranks.
+  placement_->SetRankSource(nullptr);
 }
 
 absl::Time ControllerService::Now() const {
@@ -93,6 +110,8 @@ grpc::Status ControllerService::Register(grpc::ServerContext* context,
   entry.info.set_address(request->address());
   entry.info.set_rank(request->rank());
   *entry.info.mutable_load() = request->load();
+  entry.info.set_ep_group(request->ep_group());
+  entry.info.set_placement_epoch(request->placement_epoch());
   entry.info.set_last_heartbeat_unix_ms(absl::ToUnixMillis(now));
   entry.last_heartbeat = now;
   response->set_rank_id(id);
@@ -104,19 +123,70 @@ grpc::Status ControllerService::Register(grpc::ServerContext* context,
 grpc::Status ControllerService::Heartbeat(grpc::ServerContext* context,
                                           const xpd::v1::HeartbeatRequest* request,
                                           xpd::v1::HeartbeatResponse* response) {
-  absl::MutexLock lock(&mu_);
-  auto it = ranks_.find(request->rank_id());
-  if (it == ranks_.end()) {
-    return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                        absl::StrCat("unknown rank_id '", request->rank_id(), "'; register again"));
+  std::string ep_group;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = ranks_.find(request->rank_id());
+    if (it == ranks_.end()) {
+      return grpc::Status(
+          grpc::StatusCode::NOT_FOUND,
+          absl::StrCat("unknown rank_id '", request->rank_id(), "'; register again"));
+    }
+    const absl::Time now = Now();
+    *it->second.info.mutable_load() = request->load();
+    // The epoch its loads were counted on is the one the rank serves.
+    if (request->has_expert_load()) {
+      it->second.info.set_placement_epoch(request->expert_load().epoch());
+    }
+    it->second.info.set_last_heartbeat_unix_ms(absl::ToUnixMillis(now));
+    it->second.last_heartbeat = now;
+    ep_group = it->second.info.ep_group();
+    if (heartbeats_ != nullptr) heartbeats_->Increment();
+    RefreshMetricsLocked(now);
   }
-  const absl::Time now = Now();
-  *it->second.info.mutable_load() = request->load();
-  it->second.info.set_last_heartbeat_unix_ms(absl::ToUnixMillis(now));
-  it->second.last_heartbeat = now;
-  if (heartbeats_ != nullptr) heartbeats_->Increment();
-  RefreshMetricsLocked(now);
-  return grpc::Status::OK;
+  // Liveness above counts even when the load report below is refused.
+  const xpd::v1::ExpertLoad& load = request->expert_load();
+  if (load.layers_size() == 0 && load.tokens_size() == 0) return grpc::Status::OK;
+  if (ep_group.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("expert_load: rank '", request->rank_id(),
+                                     "' registered without an ep_group"));
+  }
+  return rpc::ToGrpcStatus(placement_->ReportLoad(ep_group, load));
+}
+
+grpc::Status ControllerService::GetPlacement(grpc::ServerContext* context,
+                                             const xpd::v1::GetPlacementRequest* request,
+                                             xpd::v1::GetPlacementResponse* response) {
+  return rpc::ToGrpcStatus(placement_->GetPlacement(*request, response));
+}
+
+grpc::Status ControllerService::JoinExpertGroup(grpc::ServerContext* context,
+                                                const xpd::v1::JoinExpertGroupRequest* request,
+                                                xpd::v1::JoinExpertGroupResponse* response) {
+  // Answers a little before the caller's deadline, so that the caller gets
+  // this DEADLINE_EXCEEDED naming the missing ranks rather than its own
+  // transport's bare one.
+  absl::Time deadline =
+      context != nullptr ? absl::FromChrono(context->deadline()) : absl::InfiniteFuture();
+  if (deadline != absl::InfiniteFuture()) {
+    deadline -=
+        std::clamp((deadline - absl::Now()) / 10, absl::ZeroDuration(), absl::Milliseconds(200));
+  }
+  const auto cancelled = [context] { return context != nullptr && context->IsCancelled(); };
+  return rpc::ToGrpcStatus(placement_->JoinExpertGroup(*request, deadline, cancelled, response));
+}
+
+grpc::Status ControllerService::PlacementStatus(grpc::ServerContext* context,
+                                                const xpd::v1::PlacementStatusRequest* request,
+                                                xpd::v1::PlacementStatusResponse* response) {
+  return rpc::ToGrpcStatus(placement_->PlacementStatus(*request, response));
+}
+
+grpc::Status ControllerService::Rebalance(grpc::ServerContext* context,
+                                          const xpd::v1::RebalanceRequest* request,
+                                          xpd::v1::RebalanceResponse* response) {
+  return rpc::ToGrpcStatus(placement_->Rebalance(*request, response));
 }
 
 grpc::Status ControllerService::ListRanks(grpc::ServerContext* context,
@@ -145,8 +215,11 @@ std::vector<xpd::v1::RankInfo> ControllerService::Ranks() const {
 }
 
 void ControllerService::RefreshMetrics() {
-  absl::MutexLock lock(&mu_);
-  RefreshMetricsLocked(Now());
+  {
+    absl::MutexLock lock(&mu_);
+    RefreshMetricsLocked(Now());
+  }
+  placement_->RefreshMetrics();
 }
 
 void ControllerService::RefreshMetricsLocked(absl::Time now) {
