@@ -85,6 +85,7 @@ void RankAgent::State::Tick() {
     xpd::v1::HeartbeatRequest request;
     request.set_rank_id(id);
     *request.mutable_load() = Load();
+    if (options.expert_load) options.expert_load(request.mutable_expert_load());
     xpd::v1::HeartbeatResponse response;
     const grpc::Status status = Call(
         [&](grpc::ClientContext* context) { return stub->Heartbeat(context, request, &response); });
@@ -100,6 +101,8 @@ void RankAgent::State::Tick() {
   request.set_address(options.address);
   request.set_rank(options.rank);
   *request.mutable_load() = Load();
+  request.set_ep_group(options.ep_group);
+  if (options.placement_epoch) request.set_placement_epoch(options.placement_epoch());
   xpd::v1::RegisterResponse response;
   const grpc::Status status = Call(
       [&](grpc::ClientContext* context) { return stub->Register(context, request, &response); });

@@ -19,6 +19,11 @@ struct RankAgentOptions {
   std::string address;  // this rank's gRPC address
   int32_t rank = 0;
   std::function<xpd::v1::RankLoad()> load;  // called on the agent thread
+  // Expert-parallel ranks: their group, the placement epoch they serve, and
+  // the expert loads counted since the previous heartbeat (agent thread).
+  std::string ep_group;
+  std::function<int64_t()> placement_epoch;
+  std::function<void(xpd::v1::ExpertLoad*)> expert_load;
   absl::Duration interval = absl::Milliseconds(500);
 };
 

@@ -63,6 +63,12 @@ absl::Status DecodeScheduler::State::ValidateStart(const Request& r,
 DecodeScheduler::DecodeScheduler(const model::DeepSeekModel& model, LatentKvPool& pool,
                                  DecodeSchedulerOptions options)
     : state_(std::make_unique<State>(model, pool, options)) {
+  if (options.group != nullptr) {
+    options.group->set_wake([s = state_.get()] {
+      absl::MutexLock lock(&s->mu);
+      s->work.Signal();
+    });
+  }
   state_->thread = std::thread([s = state_.get()] { s->Loop(); });
 }
 
@@ -73,6 +79,7 @@ DecodeScheduler::~DecodeScheduler() {
     state_->work.Signal();
   }
   state_->thread.join();
+  if (state_->options.group != nullptr) state_->options.group->set_wake(nullptr);
   // The step thread cancelled every started request; free what is left.
   absl::MutexLock lock(&state_->mu);
   for (auto& [id, r] : state_->requests) state_->pool.Free(r->blocks);
@@ -217,6 +224,7 @@ DecodeStats DecodeScheduler::stats() const {
   // waiting for a slot.
   s.waiting = static_cast<int32_t>(state_->requests.size() - state_->running.size());
   s.steps = state_->steps;
+  s.idle_steps = state_->idle_steps;
   return s;
 }
 

@@ -18,6 +18,7 @@
 #include "common/runtime/latent_kv_pool.h"
 #include "common/runtime/sampler.h"
 #include "common/transport/kv_transport.h"
+#include "common/transport/step_group.h"
 
 namespace xpd::runtime {
 
@@ -41,6 +42,10 @@ struct DecodeUpdate {
 
 struct DecodeSchedulerOptions {
   int32_t max_running = 256;  // requests decoded per step at most
+  // The expert-parallel group this rank steps with (not owned; outlives the
+  // scheduler). Every step opens with the group's header exchange, and the
+  // step thread also runs steps with no requests of its own when a peer does.
+  transport::StepGroup* group = nullptr;
 };
 
 struct DecodeStats {
@@ -49,6 +54,7 @@ struct DecodeStats {
   int32_t running = 0;
   int32_t waiting = 0;  // holding a reservation, not in the running batch
   int64_t steps = 0;
+  int64_t idle_steps = 0;  // EP steps this rank ran only for its peers' tokens
 };
 
 class DecodeScheduler : public transport::KvSink {

@@ -39,7 +39,9 @@ void DecodeScheduler::State::Loop() {
     Deliveries boundary;
     {
       absl::MutexLock lock(&mu);
-      while (!stopping && waiting.empty() && running.empty()) work.Wait(&mu);
+      while (!stopping && waiting.empty() && running.empty() && !GroupWantsStep()) {
+        work.Wait(&mu);
+      }
       stop = stopping;
       if (stop) {
         CancelAllLocked(boundary);
@@ -49,8 +51,25 @@ void DecodeScheduler::State::Loop() {
       batch = running;
     }
     Deliver(boundary);
+    if (stop) break;
+    absl::Status status;
+    if (options.group != nullptr) {
+      // Every rank joins every step; without requests of its own this rank
+      // still serves its experts to the peers' tokens.
+      absl::StatusOr<transport::StepPlan> plan = options.group->BeginStep(!batch.empty());
+      if (!plan.ok()) {
+        status = plan.status();
+      } else if (batch.empty() && plan->any_work) {
+        status = model.IdleStep();
+      }
+      if (batch.empty()) {
+        absl::MutexLock lock(&mu);
+        ++idle_steps;
+        continue;
+      }
+    }
     if (batch.empty()) continue;
-    const absl::Status status = RunStep(batch, tokens);
+    if (status.ok()) status = RunStep(batch, tokens);
     Deliveries after;
     {
       absl::MutexLock lock(&mu);
@@ -58,6 +77,10 @@ void DecodeScheduler::State::Loop() {
     }
     Deliver(after);
   }
+}
+
+bool DecodeScheduler::State::GroupWantsStep() {
+  return options.group != nullptr && options.group->StepRequested();
 }
 
 void DecodeScheduler::State::PrepareStepLocked(Deliveries& out) {

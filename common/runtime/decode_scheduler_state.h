@@ -66,6 +66,8 @@ struct DecodeScheduler::State {
   std::optional<FinishReason> StopReason(const Request& r, int32_t token) const;
 
   void Loop();
+  // An EP peer opened the next step (or this rank must announce an epoch).
+  bool GroupWantsStep() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   // At a step boundary: drops cancelled requests, admits waiting ones.
   void PrepareStepLocked(Deliveries& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
   // Forward + sampling for `batch`, outside the lock; tokens[i] for batch[i].
@@ -90,7 +92,8 @@ struct DecodeScheduler::State {
   std::vector<Request*> running ABSL_GUARDED_BY(mu);
   bool stopping ABSL_GUARDED_BY(mu) = false;
   int64_t steps ABSL_GUARDED_BY(mu) = 0;
-  model::ForwardOutput output;  // step thread only; reused across steps
+  int64_t idle_steps ABSL_GUARDED_BY(mu) = 0;  // EP steps run only for the peers
+  model::ForwardOutput output;                 // step thread only; reused across steps
   std::thread thread;
 };
 

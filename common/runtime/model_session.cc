@@ -34,6 +34,7 @@ absl::StatusOr<ModelSession> OpenModelSession(const base::CommandFlags& flags,
   load.progress = [](int64_t done, int64_t total) {
     std::cerr << absl::StrFormat("\rloading layers %d/%d", done, total) << std::flush;
   };
+  if (options.before_load) XPD_RETURN_IF_ERROR(options.before_load(*session.checkpoint, &load));
   session.backend = kernels::MakeCpuBackend(static_cast<int>(threads));
   XPD_ASSIGN_OR_RETURN(
       session.model, model::DeepSeekModel::Load(*session.checkpoint, load, session.backend.get()));

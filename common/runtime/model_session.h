@@ -3,6 +3,7 @@
 // the weights with progress on stderr, and size a KV pool.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -26,6 +27,9 @@ struct ModelSession {
 struct ModelSessionOptions {
   bool load_mtp = false;
   int64_t kv_tokens = 0;  // capacity of the KV pool in tokens (all sequences together)
+  // Runs once the checkpoint is open, before any weight loads: an
+  // expert-parallel rank picks the routed experts it holds here.
+  std::function<absl::Status(const model::Checkpoint&, model::LoadOptions*)> before_load;
 };
 
 // Flags read: --model DIR (required), --compute f32|bf16, --threads N.

@@ -34,9 +34,7 @@ EpGroupExchange::EpGroupExchange(EpTransport& transport, ExpertPlacement placeme
   load_epoch_ = epoch;
   commit_epoch_ = announced_epoch_ = epoch;
   current_ = MakeCurrent(std::move(placement), transport.rank());
-  transport_.set_on_arrival([this] {
-    if (wake_) wake_();
-  });
+  transport_.set_on_arrival([this] { Wake(); });
 }
 
 EpGroupExchange::~EpGroupExchange() { transport_.set_on_arrival(nullptr); }
@@ -58,7 +56,15 @@ std::shared_ptr<const EpGroupExchange::Current> EpGroupExchange::current() const
   return current_;
 }
 
-void EpGroupExchange::set_wake(std::function<void()> wake) { wake_ = std::move(wake); }
+void EpGroupExchange::set_wake(std::function<void()> wake) {
+  absl::MutexLock lock(&wake_mu_);
+  wake_ = std::move(wake);
+}
+
+void EpGroupExchange::Wake() {
+  absl::MutexLock lock(&wake_mu_);
+  if (wake_) wake_();
+}
 
 void EpGroupExchange::set_on_switch(
     std::function<void(const ExpertPlacement&, const ExpertPlacement&)> on_switch) {
@@ -175,7 +181,7 @@ absl::Status EpGroupExchange::RequestCommit(int64_t epoch) {
     }
     commit_epoch_ = epoch;
   }
-  if (wake_) wake_();
+  Wake();
   return absl::OkStatus();
 }
 
@@ -401,7 +407,8 @@ absl::Status EpGroupExchange::DispatchCombine(const MoeExchangeArgs& args,
   if (on_layer_) {
     on_layer_({.layer = args.layer,
                .exchange_seconds = SecondsSince(start) - compute_seconds,
-               .bytes_sent = bytes_sent});
+               .bytes_sent = bytes_sent,
+               .items_served = total});
   }
   return absl::OkStatus();
 }

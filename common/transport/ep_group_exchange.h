@@ -39,6 +39,7 @@ struct EpLayerTiming {
   int32_t layer = 0;
   double exchange_seconds = 0;  // wall time minus the local expert compute
   int64_t bytes_sent = 0;
+  int64_t items_served = 0;  // (token, expert) pairs this rank's experts computed
 };
 
 class EpGroupExchange final : public ExpertExchange, public StepGroup {
@@ -90,6 +91,7 @@ class EpGroupExchange final : public ExpertExchange, public StepGroup {
     placement::ReplicaIndex replicas;
     std::vector<std::vector<bool>> held;  // [moe layer][expert] on this rank
   };
+  void Wake();
   static std::shared_ptr<const Current> MakeCurrent(placement::ExpertPlacement placement,
                                                     int32_t rank);
   std::shared_ptr<const Current> current() const;
@@ -106,7 +108,8 @@ class EpGroupExchange final : public ExpertExchange, public StepGroup {
   std::optional<placement::ExpertPlacement> staged_ ABSL_GUARDED_BY(mu_);
   int64_t commit_epoch_ ABSL_GUARDED_BY(mu_) = 0;     // newest epoch told to commit
   int64_t announced_epoch_ ABSL_GUARDED_BY(mu_) = 0;  // newest ready_epoch sent
-  std::function<void()> wake_;
+  absl::Mutex wake_mu_;  // never held with mu_: wake_ takes the scheduler's lock
+  std::function<void()> wake_ ABSL_GUARDED_BY(wake_mu_);
 
   absl::Mutex load_mu_;
   int64_t load_epoch_ ABSL_GUARDED_BY(load_mu_) = 0;

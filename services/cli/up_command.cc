@@ -1,6 +1,9 @@
 // xpd up --model DIR|default --router-port P --controller-port Q --prefill-ranks N
 //        --decode-ranks M [--compute f32|bf16] [--tokenizer DIR] [--threads T]
-//        [--http-port H [--api-key KEY]]
+//        [--http-port H [--api-key KEY]] [--redundant-experts R] [--rebalance auto|off]
+// The M decode ranks form one expert-parallel group: each holds its share
+// of the routed experts (plus R redundant slots spread over the group), and
+// with --rebalance auto the controller moves experts as load demands.
 // Starts a local cluster as separate processes on loopback (controller,
 // prefill ranks, decode ranks, router), prints "ready router=HOST:P" once
 // every rank is healthy (followed by " http=HOST:H" when --http-port enables
@@ -101,7 +104,8 @@ absl::Status RunUp(const std::vector<std::string>& args) {
       base::CommandFlags::Parse(
           args,
           {"model", "router-port", "controller-port", "prefill-ranks", "decode-ranks", "compute",
-           "tokenizer", "threads", "host", "kv-tokens", "startup-timeout", "http-port", "api-key"},
+           "tokenizer", "threads", "host", "kv-tokens", "startup-timeout", "http-port", "api-key",
+           "redundant-experts", "rebalance"},
           {}));
   std::string model = flags.GetString("model", "default");
   XPD_ASSIGN_OR_RETURN(int64_t router_port, flags.GetInt("router-port", 0));
@@ -118,6 +122,15 @@ absl::Status RunUp(const std::vector<std::string>& args) {
   if (prefill_ranks < 1 || decode_ranks < 1 || prefill_ranks > 64 || decode_ranks > 64) {
     return absl::InvalidArgumentError("--prefill-ranks and --decode-ranks must be in [1, 64]");
   }
+  XPD_ASSIGN_OR_RETURN(int64_t redundant_experts, flags.GetInt("redundant-experts", 0));
+  const std::string rebalance = flags.GetString("rebalance", "off");
+  if (rebalance != "auto" && rebalance != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rebalance: '", rebalance, "' is not one of auto, off"));
+  }
+  if (redundant_experts < 0) {
+    return absl::InvalidArgumentError("--redundant-experts must be >= 0");
+  }
   if (model == "default") {
     XPD_ASSIGN_OR_RETURN(model, DefaultModelDir());
   }
@@ -127,9 +140,11 @@ absl::Status RunUp(const std::vector<std::string>& args) {
 
   ProcessGroup group;
   const absl::Duration startup = absl::Seconds(startup_seconds);
-  XPD_ASSIGN_OR_RETURN(int controller_child,
-                       group.Spawn("controller", {SiblingBinary("xpd-controller"), "--host", host,
-                                                  "--port", std::to_string(controller_port)}));
+  XPD_ASSIGN_OR_RETURN(
+      int controller_child,
+      group.Spawn("controller", {SiblingBinary("xpd-controller"), "--host", host, "--port",
+                                 std::to_string(controller_port), "--redundant-experts",
+                                 std::to_string(redundant_experts), "--rebalance", rebalance}));
   XPD_ASSIGN_OR_RETURN(std::string line, group.ReadLine(controller_child, startup));
   XPD_ASSIGN_OR_RETURN(std::string controller, Field(line, "controller"));
   std::cerr << line << "\n";  // the controller's gRPC and metrics addresses
@@ -150,6 +165,9 @@ absl::Status RunUp(const std::vector<std::string>& args) {
       argv.insert(argv.end(), model_flags.begin(), model_flags.end());
       if (flags.Has("kv-tokens")) {
         argv.insert(argv.end(), {"--kv-tokens", flags.GetString("kv-tokens", "")});
+      }
+      if (std::string(role) == "decode") {
+        argv.insert(argv.end(), {"--ep-size", std::to_string(decode_ranks)});
       }
       XPD_ASSIGN_OR_RETURN(int child, group.Spawn(absl::StrCat(role, "-", r), argv));
       ranks.push_back(child);

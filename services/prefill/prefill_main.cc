@@ -2,8 +2,9 @@
 // and ships each request's latent KV to the decode rank the router named.
 //   xpd-prefill --model DIR --controller HOST:PORT [--compute f32|bf16] [--threads N]
 //               [--kv-tokens N] [--max-step-tokens N] [--host H] [--port P]
-//               [--metrics-port M] [--rank R]
-//              [--advertise-address HOST:PORT]
+//               [--metrics-port M] [--rank R] [--advertise-address HOST:PORT]
+//               [--model-id NAME]
+// --model-id (default "default", as the router's) labels the metrics.
 // Prints "listening prefill=HOST:PORT metrics=HOST:PORT" once serving.
 #include <iostream>
 
@@ -24,7 +25,7 @@ namespace {
 absl::Status Run(const std::vector<std::string>& args) {
   std::set<std::string> value_flags = runtime::kModelValueFlags;
   value_flags.insert({"controller", "kv-tokens", "max-step-tokens", "host", "port", "metrics-port",
-                      "rank", "advertise-address"});
+                      "rank", "advertise-address", "model-id"});
   XPD_ASSIGN_OR_RETURN(base::CommandFlags flags, base::CommandFlags::Parse(args, value_flags, {}));
   XPD_ASSIGN_OR_RETURN(std::string controller, flags.GetString("controller"));
   XPD_ASSIGN_OR_RETURN(int64_t kv_tokens, flags.GetInt("kv-tokens", 16384));
@@ -36,12 +37,12 @@ absl::Status Run(const std::vector<std::string>& args) {
   XPD_ASSIGN_OR_RETURN(runtime::ModelSession session,
                        runtime::OpenModelSession(flags, {.kv_tokens = kv_tokens}));
 
-  XPD_ASSIGN_OR_RETURN(auto metrics,
-                       metrics::MetricsServer::Start({.host = host,
-                                                      .port = static_cast<int>(metrics_port),
-                                                      .role = "prefill",
-                                                      .rank = std::to_string(rank),
-                                                      .model = session.checkpoint->dir()}));
+  XPD_ASSIGN_OR_RETURN(auto metrics, metrics::MetricsServer::Start(
+                                         {.host = host,
+                                          .port = static_cast<int>(metrics_port),
+                                          .role = "prefill",
+                                          .rank = std::to_string(rank),
+                                          .model = flags.GetString("model-id", "default")}));
   runtime::PrefillScheduler scheduler(*session.model, *session.pool,
                                       {.max_step_tokens = max_step_tokens});
   transport::GrpcKvTransport transport;

@@ -35,9 +35,12 @@ absl::StatusOr<std::string> LocalCluster::SpawnAndRead(const std::string& name,
 }
 
 absl::Status LocalCluster::Start() {
-  int child = 0;
+  std::vector<std::string> controller_argv = {Binary("xpd-controller")};
+  controller_argv.insert(controller_argv.end(), options_.controller_args.begin(),
+                         options_.controller_args.end());
   XPD_ASSIGN_OR_RETURN(
-      controller_, SpawnAndRead("controller", {Binary("xpd-controller")}, "controller", &child));
+      controller_, SpawnAndRead("controller", controller_argv, "controller", &controller_child_));
+  int child = 0;
   const std::string threads = std::to_string(options_.threads);
   for (int r = 0; r < options_.prefill_ranks; ++r) {
     std::vector<std::string> argv = {
@@ -51,15 +54,39 @@ absl::Status LocalCluster::Start() {
         SpawnAndRead(absl::StrCat("prefill-", r), argv, "prefill", &child).status());
     prefill_children_.push_back(child);
   }
+  // The decode ranks join one EP group: each serves only once all have
+  // joined, so start them all before reading any ready line.
+  std::vector<int> decode_children;
   for (int r = 0; r < options_.decode_ranks; ++r) {
-    std::vector<std::string> argv = {
-        Binary("xpd-decode"), "--model", options_.model, "--controller",   controller_,
-        "--threads",          threads,   "--rank",       std::to_string(r)};
+    std::vector<std::string> argv = {Binary("xpd-decode"),
+                                     "--model",
+                                     options_.model,
+                                     "--controller",
+                                     controller_,
+                                     "--threads",
+                                     threads,
+                                     "--rank",
+                                     std::to_string(r),
+                                     "--ep-size",
+                                     std::to_string(options_.decode_ranks)};
     if (options_.decode_kv_tokens > 0) {
       argv.insert(argv.end(), {"--kv-tokens", std::to_string(options_.decode_kv_tokens)});
     }
-    XPD_ASSIGN_OR_RETURN(std::string address,
-                         SpawnAndRead(absl::StrCat("decode-", r), argv, "decode", &child));
+    if (r < static_cast<int>(options_.decode_args.size())) {
+      argv.insert(argv.end(), options_.decode_args[r].begin(), options_.decode_args[r].end());
+    }
+    XPD_ASSIGN_OR_RETURN(child, group_.Spawn(absl::StrCat("decode-", r), argv));
+    decode_children.push_back(child);
+  }
+  for (int r = 0; r < options_.decode_ranks; ++r) {
+    XPD_ASSIGN_OR_RETURN(std::string line, group_.ReadLine(decode_children[r], kStartup));
+    std::string address;
+    for (absl::string_view part : absl::StrSplit(line, ' ')) {
+      if (absl::StartsWith(part, "decode=")) address = std::string(part.substr(7));
+    }
+    if (address.empty()) {
+      return absl::InternalError(absl::StrCat("decode-", r, " printed '", line, "'"));
+    }
     decode_addresses_.push_back(address);
   }
   std::vector<std::string> router_argv = {Binary("xpd-router"), "--model", options_.model,
@@ -150,5 +177,21 @@ void LocalCluster::ReleaseOnDecode(int rank, const std::string& id) {
 }
 
 void LocalCluster::KillPrefill(int rank) { group_.Signal(prefill_children_[rank], SIGKILL); }
+
+void LocalCluster::KillController() { group_.Signal(controller_child_, SIGKILL); }
+
+absl::Status LocalCluster::RestartController() {
+  // Same address, so ranks and router find it again without being told.
+  const std::string port = controller_.substr(controller_.rfind(':') + 1);
+  std::vector<std::string> argv = {Binary("xpd-controller"), "--port", port};
+  argv.insert(argv.end(), options_.controller_args.begin(), options_.controller_args.end());
+  XPD_ASSIGN_OR_RETURN(std::string address, SpawnAndRead("controller-restarted", argv, "controller",
+                                                         &controller_child_));
+  if (address != controller_) {
+    return absl::InternalError(
+        absl::StrCat("controller came back on ", address, ", not ", controller_));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace xpd::testing

@@ -22,6 +22,10 @@ struct LocalClusterOptions {
   int threads = 1;      // --threads of every prefill and decode rank (0 = one per core)
   bool http = false;    // the router's OpenAI-compatible endpoint (--http-port 0)
   std::string api_key;  // its --api-key (empty = none)
+  // Extra flags for the controller (placement, rebalancing) and for each
+  // decode rank (by rank); the decode ranks always form one EP group.
+  std::vector<std::string> controller_args;
+  std::vector<std::vector<std::string>> decode_args;
 };
 
 class LocalCluster {
@@ -41,6 +45,9 @@ class LocalCluster {
   // The decode ranks' load, straight from their Decode.Status.
   absl::StatusOr<xpd::v1::RankLoad> DecodeLoad(int rank);
   void KillPrefill(int rank);
+  // Stops (SIGKILL) or restarts the controller on the same port and flags.
+  void KillController();
+  absl::Status RestartController();
   // Reserves (or releases) KV directly on a decode rank, as the router does.
   absl::Status ReserveOnDecode(int rank, const std::string& id, int prompt, int max_tokens);
   void ReleaseOnDecode(int rank, const std::string& id);
@@ -54,6 +61,7 @@ class LocalCluster {
   cli::ProcessGroup group_;
   std::string controller_, router_, http_;
   std::vector<int> prefill_children_;
+  int controller_child_ = -1;
   std::vector<std::string> decode_addresses_;
   std::unique_ptr<client::GenerationClient> client_;
   bool stopped_ = false;
