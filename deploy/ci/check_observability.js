@@ -23,7 +23,7 @@ const fs = require("fs");
 const path = require("path");
 const YAML = require("yaml");
 
-const FUTURE_METRICS = ["xpd_expert_load_imbalance_ratio", "xpd_placement_epoch"];
+const FUTURE_METRICS = [];
 const REQUIRED_METRICS = {
   throughput: "xpd_generation_tokens_total",
   "time to first token": "xpd_time_to_first_token_seconds",
@@ -31,7 +31,9 @@ const REQUIRED_METRICS = {
   queues: "xpd_requests_waiting",
   "KV cache usage": "xpd_kv_cache_blocks_used",
   "KV transfer": "xpd_kv_transfer_bytes_total",
-  "expert load balance": "xpd_expert_load_imbalance_ratio",
+  "expert load balance": "xpd_expert_balance_ratio",
+  "all-to-all latency": "xpd_expert_exchange_seconds",
+  rebalances: "xpd_rebalances_total",
   "placement epochs": "xpd_placement_epoch",
 };
 

@@ -40,14 +40,12 @@ ControllerService::ControllerService(ControllerOptions options)
       placement_(options_.placement != nullptr ? options_.placement : owned_placement_.get()) {
   placement_->SetRankSource([this] { return Ranks(); });
   if (options_.registry == nullptr) return;
-  // `role` here is the rank's role; the controller's own role label would
-  // collide with it, so this family drops that constant label.
-  prometheus::Labels gauge_labels = options_.metric_labels;
-  gauge_labels.erase("role");
+  // The ranks' own role is `rank_role`: `role` stays the controller's, like
+  // every other series it exports, so {role="decode"} selects decode ranks only.
   ranks_gauge_ = &prometheus::BuildGauge()
                       .Name("xpd_ranks")
-                      .Help("Registered ranks by state (healthy|down) and role.")
-                      .Labels(gauge_labels)
+                      .Help("Registered ranks by state (healthy|down) and rank_role.")
+                      .Labels(options_.metric_labels)
                       .Register(*options_.registry);
   heartbeats_ = &prometheus::BuildCounter()
                      .Name("xpd_controller_heartbeats_total")
@@ -228,7 +226,7 @@ void ControllerService::RefreshMetricsLocked(absl::Time now) {
   for (const auto& [id, entry] : ranks_) ++counts[{entry.info.role(), IsHealthy(entry, now)}];
   for (Role role : kRoles) {
     for (bool healthy : {true, false}) {
-      ranks_gauge_->Add({{"state", healthy ? "healthy" : "down"}, {"role", RoleName(role)}})
+      ranks_gauge_->Add({{"state", healthy ? "healthy" : "down"}, {"rank_role", RoleName(role)}})
           .Set(counts[{role, healthy}]);
     }
   }

@@ -28,7 +28,7 @@ struct ControllerOptions {
   absl::Duration heartbeat_interval = absl::Milliseconds(500);  // told to ranks
   absl::Duration down_after = absl::ZeroDuration();             // 0 = 3 x interval
   std::function<absl::Time()> clock;                            // default absl::Now
-  // Optional metrics: xpd_ranks{state,role} and xpd_controller_heartbeats_total.
+  // Optional metrics: xpd_ranks{state,rank_role} and xpd_controller_heartbeats_total.
   prometheus::Registry* registry = nullptr;
   prometheus::Labels metric_labels;  // constant labels (role, rank, model)
   // EP groups' placements; not owned, must outlive the service. nullptr: the

@@ -136,16 +136,25 @@ TEST_F(ControllerServiceTest, SilentRankIsMarkedDownAndRecovers) {
 
   service_.RefreshMetrics();
   std::string metrics = Metrics();
-  EXPECT_THAT(metrics, HasSubstr(R"(xpd_ranks{model="m",rank="0",role="decode",state="down"} 1)"));
-  EXPECT_THAT(metrics,
-              HasSubstr(R"(xpd_ranks{model="m",rank="0",role="decode",state="healthy"} 1)"));
-  EXPECT_THAT(metrics,
-              HasSubstr(R"(xpd_ranks{model="m",rank="0",role="prefill",state="healthy"} 0)"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr(
+          R"(xpd_ranks{model="m",rank="0",role="controller",rank_role="decode",state="down"} 1)"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr(
+          R"(xpd_ranks{model="m",rank="0",role="controller",rank_role="decode",state="healthy"} 1)"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr(
+          R"(xpd_ranks{model="m",rank="0",role="controller",rank_role="prefill",state="healthy"} 0)"));
 
   ASSERT_TRUE(Heartbeat(quiet, 5).ok());
   EXPECT_THAT(List(xpd::v1::ROLE_DECODE, true), ElementsAre("decode-0", "decode-1"));
-  EXPECT_THAT(Metrics(),
-              HasSubstr(R"(xpd_ranks{model="m",rank="0",role="decode",state="healthy"} 2)"));
+  EXPECT_THAT(
+      Metrics(),
+      HasSubstr(
+          R"(xpd_ranks{model="m",rank="0",role="controller",rank_role="decode",state="healthy"} 2)"));
 }
 
 TEST(ControllerServiceOptionsTest, ExplicitDownAfterAndNoRegistry) {
