@@ -19,6 +19,7 @@
 #include "common/base/status_macros.h"
 #include "common/metrics/metrics_server.h"
 #include "common/rpc/grpc_server.h"
+#include "services/controller/configmap_placement_store.h"
 #include "services/controller/controller_service.h"
 #include "services/controller/placement_manager.h"
 
@@ -27,7 +28,9 @@ namespace {
 constexpr char kUsage[] =
     "usage: xpd-controller [--host H] [--port P] [--metrics-port P]\n"
     "                      [--heartbeat-interval-ms N] [--down-after-ms N]\n"
-    "                      [--placement-file PATH] [--redundant-experts R]\n"
+    "                      [--placement-file PATH | --placement-configmap [NAMESPACE/]NAME\n"
+    "                       [--kube-api-url URL] [--kube-token-file PATH] [--kube-ca-file PATH]]\n"
+    "                      [--redundant-experts R]\n"
     "                      [--load-window SECONDS] [--rollout-timeout-ms N]\n"
     "                      [--rebalance auto|off] [--rebalance-interval-ms N]\n"
     "                      [--rebalance-trigger X] [--rebalance-min-gain X]\n"
@@ -35,7 +38,16 @@ constexpr char kUsage[] =
     "                      [--balancer-groups G] [--balancer-nodes N]\n"
     "  --port 0 / --metrics-port 0 pick free ports (the default).\n"
     "  --placement-file: EP group placements survive restarts there (JSON, replaced\n"
-    "      atomically); without it they live in memory. A corrupt file stops the start.\n"
+    "      atomically); without it or --placement-configmap they live in memory.\n"
+    "      A corrupt file stops the start.\n"
+    "  --placement-configmap: the same in a Kubernetes ConfigMap (NAME alone: the pod's\n"
+    "      namespace). At start its key placement.json, else seed.json, else nothing;\n"
+    "      each change is a merge patch of placement.json (needs get and patch on it).\n"
+    "      An unreadable ConfigMap (401, 403, 404) or a malformed key stops the start.\n"
+    "  --kube-api-url: the API server (default in a pod: https://$KUBERNETES_SERVICE_HOST:\n"
+    "      $KUBERNETES_SERVICE_PORT); --kube-token-file (read for every request) and\n"
+    "      --kube-ca-file default to the pod's ServiceAccount files in\n"
+    "      /var/run/secrets/kubernetes.io/serviceaccount/ (\"\": no token; system CAs).\n"
     "  --redundant-experts: extra slots per MoE layer for replicas of hot experts in\n"
     "      initial placements (default 0); num_experts + R must divide by the ranks.\n"
     "  --load-window: seconds of expert load reports behind balance and plans (60).\n"
@@ -49,10 +61,43 @@ constexpr char kUsage[] =
     "      the global policy; set groups to the model's n_group and nodes to the\n"
     "      group's node count for the hierarchical one).\n";
 
+// --placement-file or --placement-configmap (with its --kube-* flags);
+// nullptr for neither.
+absl::StatusOr<std::shared_ptr<xpd::controller::PlacementStore>> PlacementStoreFlags(
+    const xpd::base::CommandFlags& flags) {
+  const std::string file = flags.GetString("placement-file", "");
+  const std::string configmap = flags.GetString("placement-configmap", "");
+  if (!file.empty() && !configmap.empty()) {
+    return absl::InvalidArgumentError(
+        "--placement-file and --placement-configmap are mutually exclusive: the placement "
+        "lives in one place");
+  }
+  xpd::controller::KubeApiOptions kube;
+  kube.api_url = flags.GetString("kube-api-url", "");
+  kube.token_file = flags.GetString("kube-token-file", kube.token_file);
+  kube.ca_file = flags.GetString("kube-ca-file", kube.ca_file);
+  if (configmap.empty()) {
+    // Ignoring them would hide a forgotten --placement-configmap.
+    for (const char* flag : {"kube-api-url", "kube-token-file", "kube-ca-file"}) {
+      if (flags.Has(flag)) {
+        return absl::InvalidArgumentError(absl::StrCat("--", flag, " needs --placement-configmap"));
+      }
+    }
+    if (file.empty()) return nullptr;
+    return std::make_shared<xpd::controller::FilePlacementStore>(file);
+  }
+  XPD_ASSIGN_OR_RETURN(xpd::controller::ConfigMapRef ref,
+                       xpd::controller::ParseConfigMapRef(configmap));
+  XPD_ASSIGN_OR_RETURN(
+      std::unique_ptr<xpd::controller::ConfigMapPlacementStore> store,
+      xpd::controller::ConfigMapPlacementStore::Create(std::move(ref), std::move(kube)));
+  return std::shared_ptr<xpd::controller::PlacementStore>(std::move(store));
+}
+
 absl::StatusOr<xpd::controller::PlacementManagerOptions> PlacementFlags(
     const xpd::base::CommandFlags& flags) {
   xpd::controller::PlacementManagerOptions options;
-  options.placement_file = flags.GetString("placement-file", "");
+  XPD_ASSIGN_OR_RETURN(options.store, PlacementStoreFlags(flags));
   XPD_ASSIGN_OR_RETURN(const int64_t redundant, flags.GetInt("redundant-experts", 0));
   XPD_ASSIGN_OR_RETURN(const double window_s, flags.GetDouble("load-window", 60));
   XPD_ASSIGN_OR_RETURN(const int64_t rollout_ms, flags.GetInt("rollout-timeout-ms", 120'000));
@@ -97,15 +142,29 @@ absl::StatusOr<xpd::controller::PlacementManagerOptions> PlacementFlags(
 }
 
 absl::Status Run(const std::vector<std::string>& args) {
-  XPD_ASSIGN_OR_RETURN(
-      auto flags,
-      xpd::base::CommandFlags::Parse(
-          args,
-          {"host", "port", "metrics-port", "heartbeat-interval-ms", "down-after-ms",
-           "placement-file", "redundant-experts", "load-window", "rollout-timeout-ms", "rebalance",
-           "rebalance-interval-ms", "rebalance-trigger", "rebalance-min-gain",
-           "rebalance-min-interval-ms", "rebalance-max-bytes", "balancer-groups", "balancer-nodes"},
-          {}));
+  XPD_ASSIGN_OR_RETURN(auto flags, xpd::base::CommandFlags::Parse(args,
+                                                                  {"host",
+                                                                   "port",
+                                                                   "metrics-port",
+                                                                   "heartbeat-interval-ms",
+                                                                   "down-after-ms",
+                                                                   "placement-file",
+                                                                   "placement-configmap",
+                                                                   "kube-api-url",
+                                                                   "kube-token-file",
+                                                                   "kube-ca-file",
+                                                                   "redundant-experts",
+                                                                   "load-window",
+                                                                   "rollout-timeout-ms",
+                                                                   "rebalance",
+                                                                   "rebalance-interval-ms",
+                                                                   "rebalance-trigger",
+                                                                   "rebalance-min-gain",
+                                                                   "rebalance-min-interval-ms",
+                                                                   "rebalance-max-bytes",
+                                                                   "balancer-groups",
+                                                                   "balancer-nodes"},
+                                                                  {}));
   const std::string host = flags.GetString("host", "127.0.0.1");
   XPD_ASSIGN_OR_RETURN(const int64_t port, flags.GetInt("port", 0));
   XPD_ASSIGN_OR_RETURN(const int64_t metrics_port, flags.GetInt("metrics-port", 0));

@@ -11,7 +11,6 @@
 #include "absl/time/clock.h"
 #include "common/placement/balance.h"
 #include "common/placement/placement_proto.h"
-#include "services/controller/placement_store.h"
 
 namespace xpd::controller {
 namespace {
@@ -102,8 +101,8 @@ absl::StatusOr<std::unique_ptr<PlacementManager>> PlacementManager::Create(
     return absl::InvalidArgumentError("balancer groups and nodes must be >= 1");
   }
   StoredGroups stored;
-  if (!options.placement_file.empty()) {
-    absl::StatusOr<StoredGroups> loaded = LoadPlacementFile(options.placement_file);
+  if (options.store != nullptr) {
+    absl::StatusOr<StoredGroups> loaded = options.store->Load();
     if (!loaded.ok()) return loaded.status();
     stored = *std::move(loaded);
   }
@@ -152,7 +151,7 @@ void PlacementManager::SetPlacementLocked(const std::string& name, Group& group,
 }
 
 void PlacementManager::PersistLocked() {
-  if (options_.placement_file.empty()) return;
+  if (options_.store == nullptr) return;
   StoredGroups stored;
   for (const auto& [name, group] : groups_) {
     if (!group.placement) continue;
@@ -163,7 +162,7 @@ void PlacementManager::PersistLocked() {
   }
   // The in-memory state stays authoritative: ranks keep being served, and
   // the next change retries the write.
-  if (absl::Status status = SavePlacementFile(options_.placement_file, stored); !status.ok()) {
+  if (absl::Status status = options_.store->Save(stored); !status.ok()) {
     std::cerr << "xpd-controller: " << status.message() << std::endl;
   }
 }

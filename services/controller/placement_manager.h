@@ -1,6 +1,6 @@
 // The controller's expert-parallel (EP) group state and its rebalancer. Per
 // ep_group: the current placement (created from the shape the first rank
-// reports, persisted to --placement-file), the members that joined, a window
+// reports, persisted to a PlacementStore), the members that joined, a window
 // of the expert loads the ranks report, and the last rebalance. It answers
 // the placement RPCs of xpd.v1.Controller and drives two-phase rollouts of
 // rebalanced placements over the ranks' PlacementAgent services, on request
@@ -32,12 +32,16 @@
 #include "services/controller/expert_load_window.h"
 #include "services/controller/placement_metrics.h"
 #include "services/controller/placement_rollout.h"
+#include "services/controller/placement_store.h"
 #include "xpd/v1/cluster.pb.h"
 
 namespace xpd::controller {
 
 struct PlacementManagerOptions {
-  std::string placement_file;  // "" = state in memory only
+  // Where the groups' state survives restarts (--placement-file,
+  // --placement-configmap); nullptr = in memory only. Shared so that options
+  // stay copyable; used only under the manager's lock.
+  std::shared_ptr<PlacementStore> store;
   // Extra physical slots per layer beyond num_experts for initial placements
   // (replicas of hot experts); num_experts + this must divide by num_ranks.
   int32_t redundant_experts = 0;
@@ -59,9 +63,9 @@ struct PlacementManagerOptions {
 
 class PlacementManager {
  public:
-  // Loads --placement-file when given: FAILED_PRECONDITION naming the file
-  // and the reason when it is unreadable or malformed. INVALID_ARGUMENT for
-  // invalid options.
+  // Loads options.store when given; its error (FAILED_PRECONDITION naming
+  // the file or ConfigMap and the reason) stops the start. INVALID_ARGUMENT
+  // for invalid options.
   static absl::StatusOr<std::unique_ptr<PlacementManager>> Create(PlacementManagerOptions options);
   ~PlacementManager();  // Shutdown()
 

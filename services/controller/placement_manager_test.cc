@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -20,7 +21,9 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "prometheus/text_serializer.h"
+#include "services/controller/configmap_placement_store.h"
 #include "services/controller/controller_service.h"
+#include "services/controller/fake_kube_api.h"
 #include "services/controller/placement_store.h"
 #include "xpd/v1/cluster.grpc.pb.h"
 
@@ -127,7 +130,7 @@ class PlacementManagerTest : public ::testing::Test {
 
   PlacementManagerOptions Options() {
     PlacementManagerOptions options;
-    options.placement_file = file_;
+    options.store = std::make_shared<FilePlacementStore>(file_);
     options.clock = [this] { return absl::FromUnixMillis(now_ms_.load()); };
     options.registry = registry_.get();
     options.metric_labels = {{"role", "controller"}, {"rank", "0"}, {"model", ""}};
@@ -346,6 +349,57 @@ TEST_F(PlacementManagerTest, GetPlacementCreatesPersistsAndSurvivesARestart) {
   xpd::v1::Placement again;
   ASSERT_TRUE(GetPlacement(Shape(), &again).ok());
   EXPECT_EQ(again.SerializeAsString(), placement::ToProto(p).SerializeAsString());
+}
+
+// The same through a Kubernetes ConfigMap (a fake API server): the manager
+// does not care where its state lives.
+TEST_F(PlacementManagerTest, ConfigMapStoreKeepsThePlacementAcrossARestart) {
+  absl::StatusOr<std::unique_ptr<FakeKubeApi>> api = FakeKubeApi::Start("xpd", "p", "t");
+  ASSERT_TRUE(api.ok()) << api.status();
+  const std::string seed = "{\"version\": 1, \"groups\": {}}";
+  (*api)->SetData(FakeKubeApi::Data{{"seed.json", seed}});
+  const std::string token_file = file_ + ".token";
+  std::ofstream(token_file) << "t";
+  const auto options = [&] {
+    absl::StatusOr<std::unique_ptr<ConfigMapPlacementStore>> store =
+        ConfigMapPlacementStore::Create({.ns = "xpd", .name = "p"},
+                                        {.api_url = (*api)->url(), .token_file = token_file});
+    EXPECT_TRUE(store.ok()) << store.status();
+    PlacementManagerOptions o = Options();
+    o.store = std::shared_ptr<PlacementStore>(std::move(store).value());
+    return o;
+  };
+  Start(options());
+  xpd::v1::Placement first;
+  ASSERT_TRUE(GetPlacement(Shape(), &first).ok());
+  // Persisted before the answer: the ConfigMap already holds it.
+  std::optional<FakeKubeApi::Data> data = (*api)->data();
+  ASSERT_TRUE(data && data->contains("placement.json"));
+  EXPECT_EQ(data->at("seed.json"), seed);
+  absl::StatusOr<StoredGroups> stored = StoredGroupsFromJson(data->at("placement.json"));
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(placement::ToProto(stored->at(kGroup).placement).SerializeAsString(),
+            first.SerializeAsString());
+
+  // Changed while the controller is down: the restarted one hands out exactly it.
+  Stop();
+  placement::ExpertPlacement& p = (*stored)[kGroup].placement;
+  p.epoch = 5;
+  p.phy2log[0] = {3, 2, 1, 0};
+  (*api)->SetData(
+      FakeKubeApi::Data{{"seed.json", seed}, {"placement.json", StoredGroupsToJson(*stored)}});
+  Start(options());
+  xpd::v1::Placement again;
+  ASSERT_TRUE(GetPlacement(Shape(), &again).ok());
+  EXPECT_EQ(again.SerializeAsString(), placement::ToProto(p).SerializeAsString());
+  Stop();
+
+  // A ConfigMap the controller may not read stops the start.
+  (*api)->FailWith(403, "");
+  absl::StatusOr<std::unique_ptr<PlacementManager>> manager = PlacementManager::Create(options());
+  ASSERT_FALSE(manager.ok());
+  EXPECT_THAT(manager.status().message(), HasSubstr("placement ConfigMap xpd/p"));
+  EXPECT_THAT(manager.status().message(), HasSubstr("HTTP 403 Forbidden"));
 }
 
 TEST_F(PlacementManagerTest, ShapeMismatchIsFailedPreconditionNamingTheField) {
