@@ -78,7 +78,9 @@ json RecordJson(const xpd::v1::RebalanceRecord& record) {
           {"reason", record.reason()},
           {"bytes_moved", record.bytes_moved()},
           {"duration_seconds", record.duration_seconds()},
-          {"unix_ms", record.unix_ms()}};
+          {"unix_ms", record.unix_ms()},
+          {"balance_before", record.balance_before()},
+          {"balance_predicted", record.balance_predicted()}};
 }
 
 // `group` null when the cluster has no EP group yet.

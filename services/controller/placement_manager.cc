@@ -465,6 +465,8 @@ absl::Status PlacementManager::RebalanceGroup(const std::string& requested, bool
         record.set_outcome("skipped");
         record.set_reason(plan.reason);
         record.set_unix_ms(absl::ToUnixMillis(now));
+        record.set_balance_before(plan.current_balance);
+        record.set_balance_predicted(plan.predicted_balance);
         group.last_rebalance = record;
         metrics_.RecordRebalance(name, "skipped", /*ran=*/false, 0, 0);
         PersistLocked();
@@ -493,6 +495,8 @@ absl::Status PlacementManager::RebalanceGroup(const std::string& requested, bool
             : result.reason);
     record.set_duration_seconds(seconds);
     record.set_unix_ms(absl::ToUnixMillis(now));
+    record.set_balance_before(plan.current_balance);
+    record.set_balance_predicted(plan.predicted_balance);
     if (result.committed) {
       record.set_bytes_moved(plan.bytes_to_move);
       group.last_rollout = now;

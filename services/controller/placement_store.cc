@@ -24,7 +24,9 @@ nlohmann::json RecordToJson(const xpd::v1::RebalanceRecord& record) {
           {"reason", record.reason()},
           {"bytes_moved", record.bytes_moved()},
           {"duration_seconds", record.duration_seconds()},
-          {"unix_ms", record.unix_ms()}};
+          {"unix_ms", record.unix_ms()},
+          {"balance_before", record.balance_before()},
+          {"balance_predicted", record.balance_predicted()}};
 }
 
 absl::StatusOr<xpd::v1::RebalanceRecord> RecordFromJson(const nlohmann::json& j) {
@@ -37,6 +39,8 @@ absl::StatusOr<xpd::v1::RebalanceRecord> RecordFromJson(const nlohmann::json& j)
     record.set_bytes_moved(j.value("bytes_moved", int64_t{0}));
     record.set_duration_seconds(j.value("duration_seconds", 0.0));
     record.set_unix_ms(j.value("unix_ms", int64_t{0}));
+    record.set_balance_before(j.value("balance_before", 0.0));
+    record.set_balance_predicted(j.value("balance_predicted", 0.0));
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", e.what()));
   }
