@@ -6,40 +6,14 @@
 #include <random>
 #include <thread>
 
-#include "common/runtime/generator.h"
 #include "gtest/gtest.h"
+#include "tests/integration/engine_reference.h"
 #include "tests/integration/local_cluster.h"
-#include "tests/model/fixture_model.h"
 
 namespace xpd::testing {
 namespace {
 
-constexpr char kModel[] = "tests/fixtures/dsv3-tiny/models/bf16";
-
-xpd::v1::GenerateRequest TokenRequest(const std::vector<int32_t>& prompt, int32_t max_tokens) {
-  xpd::v1::GenerateRequest request;
-  request.mutable_tokens()->mutable_ids()->Assign(prompt.begin(), prompt.end());
-  request.mutable_sampling()->set_max_tokens(max_tokens);
-  request.mutable_sampling()->set_temperature(0.0f);
-  request.mutable_sampling()->set_ignore_eos(true);
-  return request;
-}
-
-// What the single-process engine generates for the same requests.
-std::vector<std::vector<int32_t>> SingleProcessOutputs(
-    const std::vector<std::pair<std::vector<int32_t>, int32_t>>& requests) {
-  FixtureModel f = LoadFixtureModel("bf16");
-  runtime::Generator generator(*f.model, *f.pool);
-  std::vector<std::vector<int32_t>> outputs;
-  for (const auto& [prompt, max_tokens] : requests) {
-    runtime::GenerateRequest r{.prompt = prompt, .max_tokens = max_tokens, .ignore_eos = true};
-    r.sampling.temperature = 0.0f;
-    auto result = generator.Generate({r});
-    EXPECT_TRUE(result.ok()) << result.status();
-    outputs.push_back(result.ok() ? (*result)[0].tokens : std::vector<int32_t>{});
-  }
-  return outputs;
-}
+constexpr const char* kModel = kClusterTestModel;
 
 TEST(ClusterTest, ConcurrentGreedyRequestsEqualTheSingleProcessEngine) {
   LocalCluster cluster(

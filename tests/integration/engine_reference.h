@@ -1,0 +1,44 @@
+// What the cluster tests compare against: the single-process engine's greedy
+// output for the same requests (architecture invariant 1), and the request
+// that asks a cluster for exactly that.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "common/runtime/generator.h"
+#include "gtest/gtest.h"
+#include "tests/model/fixture_model.h"
+#include "xpd/v1/generation.pb.h"
+
+namespace xpd::testing {
+
+inline constexpr char kClusterTestModel[] = "tests/fixtures/dsv3-tiny/models/bf16";
+
+inline xpd::v1::GenerateRequest TokenRequest(const std::vector<int32_t>& prompt,
+                                             int32_t max_tokens) {
+  xpd::v1::GenerateRequest request;
+  request.mutable_tokens()->mutable_ids()->Assign(prompt.begin(), prompt.end());
+  request.mutable_sampling()->set_max_tokens(max_tokens);
+  request.mutable_sampling()->set_temperature(0.0f);
+  request.mutable_sampling()->set_ignore_eos(true);
+  return request;
+}
+
+// Greedy tokens of the single-process engine for each (prompt, max_tokens).
+inline std::vector<std::vector<int32_t>> SingleProcessOutputs(
+    const std::vector<std::pair<std::vector<int32_t>, int32_t>>& requests) {
+  FixtureModel f = LoadFixtureModel("bf16");
+  runtime::Generator generator(*f.model, *f.pool);
+  std::vector<std::vector<int32_t>> outputs;
+  for (const auto& [prompt, max_tokens] : requests) {
+    runtime::GenerateRequest r{.prompt = prompt, .max_tokens = max_tokens, .ignore_eos = true};
+    r.sampling.temperature = 0.0f;
+    auto result = generator.Generate({r});
+    EXPECT_TRUE(result.ok()) << result.status();
+    outputs.push_back(result.ok() ? (*result)[0].tokens : std::vector<int32_t>{});
+  }
+  return outputs;
+}
+
+}  // namespace xpd::testing
