@@ -70,11 +70,6 @@ def main():
     def every_role():
         series = query(base, 'count by (role) ({job="xpd", __name__=~"xpd_.+"})')
         roles = {s["metric"].get("role") for s in series}
-        # xpd_ranks carries the role of the ranks it counts, so also ask
-        # for the controller's own series.
-        controller = query(base, 'xpd_controller_heartbeats_total{job="xpd"}')
-        if controller:
-            roles.add("controller")
         return ROLES <= roles, sorted(r for r in roles if r)
 
     wait_for("xpd_* series from every role (router, prefill, decode, controller)", every_role)
@@ -121,8 +116,8 @@ def main():
     wait_for("histogram_quantile over xpd_time_to_first_token_seconds is a positive number", ttft_quantile)
 
     def healthy_ranks():
-        result = query(base, 'sum by (role) (xpd_ranks{job="xpd", state="healthy"})')
-        by_role = {s["metric"].get("role"): float(s["value"][1]) for s in result}
+        result = query(base, 'sum by (rank_role) (xpd_ranks{job="xpd", role="controller", state="healthy"})')
+        by_role = {s["metric"].get("rank_role"): float(s["value"][1]) for s in result}
         return by_role.get("prefill") == 1 and by_role.get("decode") == 1, by_role
 
     wait_for("the controller's xpd_ranks counts 1 healthy prefill and 1 healthy decode rank", healthy_ranks)
@@ -134,6 +129,18 @@ def main():
         return len(rules) > 0 and not bad, {"rules": len(rules), "errors": bad}
 
     wait_for("alerts.yml is loaded and its rules evaluate without errors", rules_loaded)
+
+    def expert_parallel_series():
+        exchange = query(base, 'sum(xpd_expert_exchange_seconds_count{job="xpd", role="decode"})')
+        balance = query(base, 'xpd_expert_balance_ratio{job="xpd", role="controller"}')
+        seen = {
+            "exchanges": float(exchange[0]["value"][1]) if exchange else 0.0,
+            "balance_series": len(balance),
+        }
+        return seen["exchanges"] > 0 and seen["balance_series"] == 1, seen
+
+    wait_for("decode ranks time MoE exchanges; the controller exports the EP group's balance",
+             expert_parallel_series)
 
 
 if __name__ == "__main__":

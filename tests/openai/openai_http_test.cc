@@ -150,7 +150,9 @@ class OpenAiHttpTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started;
   }
   static void TearDownTestSuite() {
-    if (cluster_ != nullptr) EXPECT_THAT(cluster_->Stop(), ::testing::IsEmpty());
+    if (cluster_ != nullptr) {
+      EXPECT_THAT(cluster_->Stop(), ::testing::IsEmpty());
+    }
     delete cluster_;
     cluster_ = nullptr;
     if (model_dir_ != nullptr) std::filesystem::remove_all(*model_dir_);
