@@ -407,6 +407,12 @@ spec:
             - --max-step-tokens
             - {{ $values.maxStepTokens | quote }}
             {{- end }}
+            {{- if eq $component "decode" }}
+            # All decode ranks form one expert-parallel group; each waits for
+            # the whole group, so the pods must start in parallel.
+            - --ep-size
+            - {{ $values.replicas | quote }}
+            {{- end }}
             - --port
             - {{ $root.Values.ports.grpc | quote }}
             - --metrics-port
