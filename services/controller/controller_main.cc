@@ -26,7 +26,7 @@
 namespace {
 
 constexpr char kUsage[] =
-    "usage: xpd-controller [--host H] [--port P] [--metrics-port P]\n"
+    "usage: xpd-controller [--host H] [--port P] [--metrics-port P] [--model-id NAME]\n"
     "                      [--heartbeat-interval-ms N] [--down-after-ms N]\n"
     "                      [--placement-file PATH | --placement-configmap [NAMESPACE/]NAME\n"
     "                       [--kube-api-url URL] [--kube-token-file PATH] [--kube-ca-file PATH]]\n"
@@ -146,6 +146,7 @@ absl::Status Run(const std::vector<std::string>& args) {
                                                                   {"host",
                                                                    "port",
                                                                    "metrics-port",
+                                                                   "model-id",
                                                                    "heartbeat-interval-ms",
                                                                    "down-after-ms",
                                                                    "placement-file",
@@ -175,12 +176,12 @@ absl::Status Run(const std::vector<std::string>& args) {
   XPD_ASSIGN_OR_RETURN(xpd::controller::PlacementManagerOptions placement_options,
                        PlacementFlags(flags));
 
-  XPD_ASSIGN_OR_RETURN(auto metrics,
-                       xpd::metrics::MetricsServer::Start({.host = host,
-                                                           .port = static_cast<int>(metrics_port),
-                                                           .role = "controller",
-                                                           .rank = "0",
-                                                           .model = ""}));
+  XPD_ASSIGN_OR_RETURN(auto metrics, xpd::metrics::MetricsServer::Start(
+                                         {.host = host,
+                                          .port = static_cast<int>(metrics_port),
+                                          .role = "controller",
+                                          .rank = "0",
+                                          .model = flags.GetString("model-id", "default")}));
   placement_options.registry = &metrics->registry();
   placement_options.metric_labels = metrics->labels();
   XPD_ASSIGN_OR_RETURN(std::unique_ptr<xpd::controller::PlacementManager> placement,
