@@ -15,18 +15,16 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_xpd.h"
 
 namespace {
+
+using xpd::testing::ProcessResult;
+using xpd::testing::RunXpd;
 
 using ::testing::HasSubstr;
 
 constexpr char kTokenizerDir[] = "tests/fixtures/tokenizer";
-
-struct ProcessResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
 
 // Per process: the same test may run from several build trees at once.
 std::string TempPath(const std::string& name) {
@@ -40,27 +38,6 @@ std::string ReadAll(const std::string& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-// Runs `xpd <args>` with `input` on stdin.
-ProcessResult RunXpd(const std::string& args, const std::string& input) {
-  const std::string in_path = TempPath("chat_template_in.jsonl");
-  const std::string err_path = TempPath("chat_template_err.txt");
-  std::ofstream(in_path, std::ios::binary) << input;
-  ProcessResult run;
-  const std::string command =
-      std::string(XPD_BINARY) + " " + args + " < " + in_path + " 2> " + err_path;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.err = ReadAll(err_path);
-  std::filesystem::remove(in_path);
-  std::filesystem::remove(err_path);
-  return run;
 }
 
 std::vector<std::string> Lines(const std::string& text) {

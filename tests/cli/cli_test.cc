@@ -10,28 +10,14 @@
 #include "common/base/npy.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_xpd.h"
 
 namespace {
 
+using xpd::testing::ProcessResult;
+using xpd::testing::RunXpd;
+
 constexpr char kFixtures[] = "tests/fixtures/dsv3-tiny";
-
-struct ProcessResult {
-  int exit_code = -1;
-  std::string out;  // stdout only; stderr goes to the test log
-};
-
-ProcessResult RunXpd(const std::string& args) {
-  ProcessResult run;
-  const std::string command = std::string(XPD_BINARY) + " " + args;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
 
 std::string TokensFlag(const std::vector<int32_t>& ids) {
   std::string s;

@@ -17,43 +17,18 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_xpd.h"
 #include "xpd/v1/cluster.grpc.pb.h"
 
 namespace {
+
+using xpd::testing::ProcessResult;
+using xpd::testing::RunXpd;
 
 using ::testing::HasSubstr;
 using ::testing::Lt;
 
 constexpr int kStartTimeoutMs = 20'000;
-
-struct ProcessResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-ProcessResult RunXpd(const std::string& args) {
-  // ctest runs test cases as parallel processes: one file each.
-  const std::string err_file = (std::filesystem::path(::testing::TempDir()) /
-                                ("controller_cli_test." + std::to_string(getpid()) + ".stderr"))
-                                   .string();
-  ProcessResult run;
-  const std::string command = std::string(XPD_BINARY) + " " + args + " 2>" + err_file;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream err(err_file);
-  std::stringstream text;
-  text << err.rdbuf();
-  run.err = text.str();
-  std::filesystem::remove(err_file);
-  std::cerr << run.err;  // into the test log
-  return run;
-}
 
 class ControllerCliTest : public ::testing::Test {
  protected:

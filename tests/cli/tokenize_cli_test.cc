@@ -15,20 +15,17 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/cli/run_xpd.h"
 
 namespace {
 
 using ::testing::HasSubstr;
+using xpd::testing::ProcessResult;
+using xpd::testing::RunXpd;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr char kFixtures[] = "tests/fixtures/tokenizer";
-
-struct ProcessResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
 
 // Unique per process: ctest runs the tests of this file in parallel.
 std::string TempPath(const std::string& name) {
@@ -40,25 +37,6 @@ std::string ReadFile(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// Runs `xpd args` with `input` on stdin; captures stdout and stderr.
-ProcessResult RunXpd(const std::string& args, const std::string& input = "") {
-  const std::string in_path = TempPath("tokenize_cli_in.txt");
-  const std::string err_path = TempPath("tokenize_cli_err.txt");
-  std::ofstream(in_path, std::ios::binary) << input;
-  const std::string command =
-      std::string(XPD_BINARY) + " " + args + " < " + in_path + " 2> " + err_path;
-  ProcessResult run;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) run.out.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.err = ReadFile(err_path);
-  return run;
 }
 
 std::vector<Json> ReadJsonl(const std::string& text) {
