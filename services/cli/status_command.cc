@@ -24,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "common/base/status_macros.h"
+#include "common/placement/placement_proto.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "services/cli/commands.h"
@@ -72,17 +73,6 @@ json RankJson(const xpd::v1::RankInfo& rank) {
           {"last_heartbeat_unix_ms", rank.last_heartbeat_unix_ms()}};
 }
 
-json RecordJson(const xpd::v1::RebalanceRecord& record) {
-  return {{"epoch", record.epoch()},
-          {"outcome", record.outcome()},
-          {"reason", record.reason()},
-          {"bytes_moved", record.bytes_moved()},
-          {"duration_seconds", record.duration_seconds()},
-          {"unix_ms", record.unix_ms()},
-          {"balance_before", record.balance_before()},
-          {"balance_predicted", record.balance_predicted()}};
-}
-
 // `group` null when the cluster has no EP group yet.
 json StatusJson(const std::string& controller, const xpd::v1::ListRanksResponse& ranks,
                 const xpd::v1::PlacementStatusResponse* group) {
@@ -94,7 +84,8 @@ json StatusJson(const std::string& controller, const xpd::v1::ListRanksResponse&
   for (const xpd::v1::RankInfo& rank : ranks.ranks()) out["ranks"].push_back(RankJson(rank));
   if (group == nullptr) return out;
   out["ep_group"] = group->ep_group();
-  if (group->has_last_rebalance()) out["last_rebalance"] = RecordJson(group->last_rebalance());
+  if (group->has_last_rebalance())
+    out["last_rebalance"] = placement::RebalanceRecordToJson(group->last_rebalance());
   if (!group->has_placement()) return out;
   const xpd::v1::Placement& p = group->placement();
   json layers = json::array();

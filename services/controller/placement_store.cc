@@ -11,41 +11,13 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/placement/placement_proto.h"
 #include "nlohmann/json.hpp"
 
 namespace xpd::controller {
 namespace {
 
 constexpr int kVersion = 1;
-
-nlohmann::json RecordToJson(const xpd::v1::RebalanceRecord& record) {
-  return {{"epoch", record.epoch()},
-          {"outcome", record.outcome()},
-          {"reason", record.reason()},
-          {"bytes_moved", record.bytes_moved()},
-          {"duration_seconds", record.duration_seconds()},
-          {"unix_ms", record.unix_ms()},
-          {"balance_before", record.balance_before()},
-          {"balance_predicted", record.balance_predicted()}};
-}
-
-absl::StatusOr<xpd::v1::RebalanceRecord> RecordFromJson(const nlohmann::json& j) {
-  if (!j.is_object()) return absl::InvalidArgumentError("not an object");
-  xpd::v1::RebalanceRecord record;
-  try {
-    record.set_epoch(j.value("epoch", int64_t{0}));
-    record.set_outcome(j.value("outcome", std::string()));
-    record.set_reason(j.value("reason", std::string()));
-    record.set_bytes_moved(j.value("bytes_moved", int64_t{0}));
-    record.set_duration_seconds(j.value("duration_seconds", 0.0));
-    record.set_unix_ms(j.value("unix_ms", int64_t{0}));
-    record.set_balance_before(j.value("balance_before", 0.0));
-    record.set_balance_predicted(j.value("balance_predicted", 0.0));
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("a field has the wrong type: ", e.what()));
-  }
-  return record;
-}
 
 absl::StatusOr<StoredGroup> GroupFromJson(const nlohmann::json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("not a JSON object");
@@ -67,7 +39,8 @@ absl::StatusOr<StoredGroup> GroupFromJson(const nlohmann::json& j) {
     group.last_rollout = absl::FromUnixMillis(j["last_rollout_unix_ms"].get<int64_t>());
   }
   if (j.contains("last_rebalance")) {
-    absl::StatusOr<xpd::v1::RebalanceRecord> record = RecordFromJson(j["last_rebalance"]);
+    absl::StatusOr<xpd::v1::RebalanceRecord> record =
+        placement::RebalanceRecordFromJson(j["last_rebalance"]);
     if (!record.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("field \"last_rebalance\": ", record.status().message()));
@@ -87,7 +60,8 @@ std::string StoredGroupsToJson(const StoredGroups& groups) {
     nlohmann::json g = {{"placement", nlohmann::json::parse(PlacementToJson(group.placement))},
                         {"expert_bytes", group.expert_bytes}};
     if (group.last_rollout) g["last_rollout_unix_ms"] = absl::ToUnixMillis(*group.last_rollout);
-    if (group.last_rebalance) g["last_rebalance"] = RecordToJson(*group.last_rebalance);
+    if (group.last_rebalance)
+      g["last_rebalance"] = placement::RebalanceRecordToJson(*group.last_rebalance);
     out["groups"][name] = std::move(g);
   }
   return out.dump(1);
