@@ -27,15 +27,9 @@ TEST(ClusterTest, ConcurrentGreedyRequestsEqualTheSingleProcessEngine) {
     requests.push_back({prompt, static_cast<int32_t>(1 + rng() % 24)});
   }
   const auto expected = SingleProcessOutputs(requests);
-  std::vector<std::future<absl::StatusOr<client::GenerateResult>>> futures;
-  for (const auto& [prompt, max_tokens] : requests) {
-    futures.push_back(std::async(std::launch::async, [&cluster, &prompt, max_tokens] {
-      return cluster.client().Generate(TokenRequest(prompt, max_tokens),
-                                       {.timeout = absl::Seconds(120)});
-    }));
-  }
-  for (size_t i = 0; i < futures.size(); ++i) {
-    absl::StatusOr<client::GenerateResult> result = futures[i].get();
+  auto results = GenerateConcurrently(cluster.client(), requests);
+  for (size_t i = 0; i < results.size(); ++i) {
+    const absl::StatusOr<client::GenerateResult>& result = results[i];
     ASSERT_TRUE(result.ok()) << "request " << i << ": " << result.status();
     EXPECT_EQ(result->token_ids, expected[i]) << "request " << i;
     EXPECT_EQ(result->usage.prompt_tokens(), static_cast<int32_t>(requests[i].first.size()));

@@ -1,11 +1,13 @@
 // What the cluster tests compare against: the single-process engine's greedy
-// output for the same requests (architecture invariant 1), and the request
-// that asks a cluster for exactly that.
+// output for the same requests (architecture invariant 1), the request that
+// asks a cluster for exactly that, and a way to send many at once.
 #pragma once
 
+#include <future>
 #include <utility>
 #include <vector>
 
+#include "common/client/generation_client.h"
 #include "common/runtime/generator.h"
 #include "gtest/gtest.h"
 #include "tests/model/fixture_model.h"
@@ -39,6 +41,21 @@ inline std::vector<std::vector<int32_t>> SingleProcessOutputs(
     outputs.push_back(result.ok() ? (*result)[0].tokens : std::vector<int32_t>{});
   }
   return outputs;
+}
+
+// Sends every request at once through `client` and waits for all of them.
+inline std::vector<absl::StatusOr<client::GenerateResult>> GenerateConcurrently(
+    client::GenerationClient& client,
+    const std::vector<std::pair<std::vector<int32_t>, int32_t>>& requests) {
+  std::vector<std::future<absl::StatusOr<client::GenerateResult>>> futures;
+  for (const auto& [prompt, max_tokens] : requests) {
+    futures.push_back(std::async(std::launch::async, [&client, &prompt, max_tokens] {
+      return client.Generate(TokenRequest(prompt, max_tokens), {.timeout = absl::Seconds(120)});
+    }));
+  }
+  std::vector<absl::StatusOr<client::GenerateResult>> results;
+  for (auto& future : futures) results.push_back(future.get());
+  return results;
 }
 
 }  // namespace xpd::testing

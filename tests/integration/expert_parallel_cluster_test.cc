@@ -34,15 +34,9 @@ std::vector<Request> RandomRequests(int count, uint32_t seed, int max_prompt, in
 // Runs the requests concurrently and checks them against the engine.
 void ExpectSameAsEngine(LocalCluster& cluster, const std::vector<Request>& requests) {
   const auto expected = SingleProcessOutputs(requests);
-  std::vector<std::future<absl::StatusOr<client::GenerateResult>>> futures;
-  for (const auto& [prompt, max_tokens] : requests) {
-    futures.push_back(std::async(std::launch::async, [&cluster, &prompt, max_tokens] {
-      return cluster.client().Generate(TokenRequest(prompt, max_tokens),
-                                       {.timeout = absl::Seconds(120)});
-    }));
-  }
-  for (size_t i = 0; i < futures.size(); ++i) {
-    absl::StatusOr<client::GenerateResult> result = futures[i].get();
+  auto results = GenerateConcurrently(cluster.client(), requests);
+  for (size_t i = 0; i < results.size(); ++i) {
+    const absl::StatusOr<client::GenerateResult>& result = results[i];
     ASSERT_TRUE(result.ok()) << "request " << i << ": " << result.status();
     EXPECT_EQ(result->token_ids, expected[i]) << "request " << i;
   }
