@@ -2,7 +2,6 @@
 // through the client SDK. Greedy output must equal the single-process engine
 // token for token (architecture invariant 1), and every failure a client can
 // cause or meet ends in a precise status, never a hang.
-#include <future>
 #include <random>
 #include <thread>
 

@@ -6,7 +6,6 @@
 // must not disturb serving, and a rollout a rank cannot prepare must leave
 // the old placement serving.
 #include <filesystem>
-#include <future>
 #include <random>
 
 #include "gtest/gtest.h"
