@@ -16,36 +16,13 @@ if ! cmp -s "$here/package-lock.json" "$node_dir/node_modules/.package-lock.json
   cp "$here/package-lock.json" "$node_dir/node_modules/.package-lock.json.xpd"
 fi
 
-work=$(mktemp -d)
-up_pid=""
-cleanup() {
-  if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
-    kill -TERM "$up_pid"
-    wait "$up_pid" || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
+source tests/lib/xpd_up.sh
 key="xpd-test-$RANDOM$RANDOM"
-# The built-in default model (DeepSeek-V3 tokenizer, dummy weights) in a private cache.
-# Its stdout is read directly: the read returns with the ready line, or at EOF
-# if `xpd up` exits first (the timeout only bounds a hang).
-exec 3< <(XPD_CACHE_DIR="$work/cache" exec "$build_dir/xpd" up --model default --http-port 0 \
-  --api-key "$key" --threads 1 2>"$work/up.err")
-up_pid=$!
-http=""
-if read -r -t 300 line <&3 && [[ $line == ready* ]]; then
-  http=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$line")
-fi
-if [ -z "$http" ]; then
-  echo "run_node_test: the cluster did not become ready" >&2
-  cat "$work/up.err" >&2
-  exit 1
-fi
+xpd_up run_node_test "$build_dir" --http-port 0 --api-key "$key" --threads 1
+http=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$xpd_up_ready")
 echo "run_node_test: cluster ready, http=$http"
 ( cd "$node_dir" && XPD_HTTP="$http" XPD_API_KEY="$key" node --test openai_client_test.mjs ) || {
   status=$?
-  tail -n 40 "$work/up.err" >&2
+  tail -n 40 "$xpd_up_work/up.err" >&2
   exit $status
 }
