@@ -219,6 +219,11 @@ std::vector<int64_t> EpGroupExchange::TakeExpertLoad(int64_t* epoch) {
 
 absl::Status EpGroupExchange::DispatchCombine(const MoeExchangeArgs& args,
                                               const ExpertCompute& compute_local) {
+  if (step_ == 0) {
+    // Peers file messages by step: without a step header they would wait
+    // for this rank until their timeout.
+    return absl::FailedPreconditionError("MoE exchange before the group's first BeginStep");
+  }
   const Clock::time_point start = Clock::now();
   const std::shared_ptr<const Current> cur = current();
   const ExpertPlacement& p = cur->placement;

@@ -308,5 +308,15 @@ TEST(ExpertParallelRolloutTest, AbortAndPartialCommitKeepOldPlacement) {
             absl::StatusCode::kDeadlineExceeded);
 }
 
+TEST(ExpertParallelGroupTest, ExchangeBeforeTheFirstStepIsRefusedNotAHang) {
+  const ExpertPlacement p = placement::InitialPlacement(2, 16, 0, MoeLayers());
+  transport::InProcessEpHub hub(2);
+  transport::EpGroupExchange a(hub.rank(0), p);
+  const absl::Status status =
+      a.DispatchCombine({.layer = p.layers[0], .rows = 0, .hidden = 64, .top_k = 4},
+                        [](std::span<const transport::ExpertBatch>) { return absl::OkStatus(); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+}
+
 }  // namespace
 }  // namespace xpd::testing
