@@ -149,7 +149,9 @@ inline void F32Tile(const TileArgs& t) {
   LoadAcc<A, B>(t, acc);
   const int64_t k = t.k_end;
   int64_t kk = t.k_begin;
+  NextTilePrefetch pf(t, (k - kk) / kLanes);
   for (; kk + kLanes <= k; kk += kLanes) {
+    pf.Step();
     wl.template Step<B>(kk);
     __m256 wv[B];
 #pragma GCC unroll 3

@@ -192,7 +192,9 @@ inline void F32Tile(const TileArgs& t) {
   LoadAcc<A, B>(t, acc);
   const int64_t k = t.k_end;
   int64_t kk = t.k_begin;
+  NextTilePrefetch pf(t, (k - kk) / kLanes);
   for (; kk + kLanes <= k; kk += kLanes) {
+    pf.Step();
     wl.template Step<B>(kk);
     __m512 wv[B];
 #pragma GCC unroll 6
@@ -248,7 +250,9 @@ struct DpBf16Kernel {
     LoadAcc<A, B>(t, acc);
     const int64_t k = t.k_end;
     int64_t kk = t.k_begin;
+    NextTilePrefetch pf(t, (k - kk) / (2 * kLanes));
     for (; kk + 2 * kLanes <= k; kk += 2 * kLanes) {
+      pf.Step();
       __m512i wv[B];
 #pragma GCC unroll 6
       for (int b = 0; b < B; ++b) wv[b] = _mm512_loadu_si512(w[b] + kk);

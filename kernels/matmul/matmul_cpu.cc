@@ -32,6 +32,10 @@ constexpr int64_t kL1TileBytes = 40 * 1024;
 // x tile rather than once into an f32 panel (measured: in-register widening
 // wins up to ~16 rows, the panel wins for prefill).
 constexpr int64_t kFusedMaxRows = 16;
+// Up to this many x rows (the in-register widening range), W tiles are
+// prefetched ahead (see TileArgs::prefetch); measured: +40-50% for one row,
+// about +5% for 16.
+constexpr int64_t kPrefetchMaxRows = kFusedMaxRows;
 // Minimum multiply-adds per parallel chunk: below this, fork-join costs more
 // than it saves.
 constexpr int64_t kMinChunkMacs = 1 << 16;
@@ -181,6 +185,7 @@ void RunBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
     s.partial.resize(x_tiles * kPartialStride);
   }
 
+  const bool prefetch_w = !use_panel && rows <= kPrefetchMaxRows && p.k > 0;
   TileArgs t;
   t.block_cols = w.block_cols;
   t.accumulate = args.output == OutputMode::kAccumulate;
@@ -194,6 +199,20 @@ void RunBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
           w.dtype == DType::kF8E4M3 ? w.block_scales + (j / w.block_rows) * scale_cols : nullptr;
       t.w[b] = use_panel ? static_cast<const void*>(s.panel.data() + b * ld) : row;
       t.scales[b] = scale_row;
+    }
+    // Decode-sized blocks are bound by reading W: keep the tiles two ahead in
+    // this thread's slice on their way into the caches (raw rows are
+    // contiguous in W). The first tile also fetches the one after it. Each k
+    // chunk's first x tile fetches the chunk's share of those bytes.
+    const char* ahead = nullptr;
+    int64_t ahead_bytes = 0;
+    if (prefetch_w) {
+      const int64_t from = (jt == jt0 ? jt + 1 : jt + 2) * kt.max_b;
+      const int64_t to = std::min(p.n, std::min(jt + 3, jt1) * kt.max_b);
+      if (from < to) {
+        ahead = static_cast<const char*>(w.data) + from * p.k * elem;
+        ahead_bytes = (to - from) * p.k * elem;
+      }
     }
     for (int64_t c0 = 0;; c0 += k_chunk) {
       t.k_begin = c0;
@@ -211,7 +230,10 @@ void RunBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
                      w.block_cols, dst);
         }
       }
+      const int64_t ahead_begin = ahead ? ahead_bytes * t.k_begin / p.k : 0;
+      t.prefetch_bytes = ahead ? ahead_bytes * t.k_end / p.k - ahead_begin : 0;
       for (int64_t i = 0; i < rows; i += kt.max_a) {
+        t.prefetch = i == 0 && ahead != nullptr ? ahead + ahead_begin : nullptr;
         const int na = static_cast<int>(std::min<int64_t>(kt.max_a, rows - i));
         for (int a = 0; a < na; ++a) {
           t.x[a] = x_rows[i + a];

@@ -4,6 +4,8 @@
 // code that runs on AVX2-only CPUs.
 #pragma once
 
+#include <xmmintrin.h>
+
 #include <cstdint>
 
 namespace xpd::kernels::matmul_internal {
@@ -34,6 +36,11 @@ struct TileArgs {
   bool last_chunk = true;    // reduce and write y (else save to partial)
   int32_t block_cols = 0;    // kF8W: multiple of the kernel's lane count
   bool accumulate = false;
+  // Memory-bound (few x rows) calls: the next W tile, prefetched into the
+  // caches a few lines per k step while this one computes, so that the six
+  // short row streams of a tile never wait on the hardware prefetcher.
+  const char* prefetch = nullptr;
+  int64_t prefetch_bytes = 0;
 };
 using TileFn = void (*)(const TileArgs&);
 
@@ -55,4 +62,30 @@ struct TileKernels {
 const TileKernels& Avx2TileKernels();
 const TileKernels& Avx512TileKernels();  // only callable after a CPU check
 
+// Internal linkage on purpose: each kernel file gets its own copy, compiled
+// for its ISA (see the top of this file).
+namespace {
+
+// Spreads the prefetch of TileArgs::prefetch evenly over the k steps of one
+// kernel call, so the next tile arrives as this one finishes.
+class NextTilePrefetch {
+ public:
+  NextTilePrefetch(const TileArgs& t, int64_t steps) {
+    if (t.prefetch == nullptr || steps <= 0) return;
+    p_ = t.prefetch;
+    end_ = p_ + t.prefetch_bytes;
+    step_bytes_ = (t.prefetch_bytes / steps + 63) / 64 * 64;
+  }
+  void Step() {
+    const char* stop = end_ - p_ < step_bytes_ ? end_ : p_ + step_bytes_;
+    for (; p_ < stop; p_ += 64) _mm_prefetch(p_, _MM_HINT_T0);
+  }
+
+ private:
+  const char* p_ = nullptr;
+  const char* end_ = nullptr;
+  int64_t step_bytes_ = 0;
+};
+
+}  // namespace
 }  // namespace xpd::kernels::matmul_internal
