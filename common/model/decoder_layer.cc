@@ -28,21 +28,21 @@ absl::Status RunDecoderLayer(const LayerContext& c, const DecoderLayerWeights& w
                              int32_t cache_layer, float* h) {
   const int64_t d = c.config.hidden_size;
   const float eps = static_cast<float>(c.config.rms_norm_eps);
-  std::vector<float> x(c.rows * d);
+  float* x = c.scratch.Floats(ScratchSlot::kNormed, c.rows * d);
   XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h,
                                          .weight = w.attention.input_norm.data(),
-                                         .y = x.data(),
+                                         .y = x,
                                          .rows = c.rows,
                                          .dim = d,
                                          .eps = eps}));
-  XPD_RETURN_IF_ERROR(RunAttentionBlock(c, w.attention, cache_layer, x.data(), h));
+  XPD_RETURN_IF_ERROR(RunAttentionBlock(c, w.attention, cache_layer, x, h));
   XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = h,
                                          .weight = w.post_attention_norm.data(),
-                                         .y = x.data(),
+                                         .y = x,
                                          .rows = c.rows,
                                          .dim = d,
                                          .eps = eps}));
-  return RunFfnBlock(c, w, cache_layer, x.data(), h);
+  return RunFfnBlock(c, w, cache_layer, x, h);
 }
 
 }  // namespace xpd::model

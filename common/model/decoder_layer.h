@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "common/model/forward_batch.h"
+#include "common/model/forward_scratch.h"
 #include "common/model/model_config.h"
 #include "common/model/model_weights.h"
 #include "common/transport/expert_exchange.h"
@@ -36,6 +37,7 @@ struct LayerContext {
   AttentionForm attention = AttentionForm::kAuto;
   RoutingTrace* routing = nullptr;      // appended to per MoE layer when set
   transport::ExpertExchange& exchange;  // MoE dispatch/combine across the EP group
+  ForwardScratch& scratch;              // the layers' temporaries, reused layer after layer
 };
 
 // h[rows, D] += Attention(RMSNorm(h)); h += FFN(RMSNorm(h)).

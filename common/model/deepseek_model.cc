@@ -91,6 +91,7 @@ absl::Status DeepSeekModel::Forward(const ForwardBatch& batch,
       EmbedRow(weights_.embed, step.tokens[i], &h[(seq.first_row + i) * d]);
     }
   }
+  ForwardScratch scratch;
   const LayerContext context{.config = config_,
                              .backend = *backend_,
                              .precision = precision_,
@@ -101,7 +102,8 @@ absl::Status DeepSeekModel::Forward(const ForwardBatch& batch,
                              .rows = rows,
                              .attention = batch.attention,
                              .routing = output->routing,
-                             .exchange = *exchange_};
+                             .exchange = *exchange_,
+                             .scratch = scratch};
   for (size_t layer = 0; layer < weights_.layers.size(); ++layer) {
     XPD_RETURN_IF_ERROR(
         RunDecoderLayer(context, weights_.layers[layer], static_cast<int32_t>(layer), h.data()));
@@ -182,6 +184,7 @@ absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequence
                                          .rows = rows,
                                          .dim = d,
                                          .eps = eps}));
+  ForwardScratch scratch;
   const LayerContext context{.config = config_,
                              .backend = *backend_,
                              .precision = precision_,
@@ -192,7 +195,8 @@ absl::Status DeepSeekModel::ForwardMtp(std::span<const MtpSequence> mtp_sequence
                              .rows = rows,
                              .attention = AttentionForm::kAuto,
                              .routing = routing,
-                             .exchange = *exchange_};
+                             .exchange = *exchange_,
+                             .scratch = scratch};
   std::vector<float> x(rows * d);
   XPD_RETURN_IF_ERROR(Project(context, mtp.eh_proj.matrix, z.data(), 2 * d, x.data(), d, rows));
   XPD_RETURN_IF_ERROR(RunDecoderLayer(context, mtp.block,

@@ -27,13 +27,15 @@ void TouchPages(const MlpWeights& mlp) {
 
 absl::Status DeepSeekModel::IdleStep() const {
   const kernels::PagedLatentCache no_cache;
+  ForwardScratch scratch;
   const LayerContext context{.config = config_,
                              .backend = *backend_,
                              .precision = precision_,
                              .inv_freq = inv_freq_,
                              .cache = no_cache,
                              .rows = 0,
-                             .exchange = *exchange_};
+                             .exchange = *exchange_,
+                             .scratch = scratch};
   for (size_t layer = 0; layer < weights_.layers.size(); ++layer) {
     if (!weights_.layers[layer].is_moe) continue;
     XPD_RETURN_IF_ERROR(

@@ -16,28 +16,25 @@ namespace {
 absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x, int64_t rows,
                     float* y, kernels::OutputMode mode) {
   const int64_t d = c.config.hidden_size, width = mlp.gate.matrix.rows;
-  std::vector<float> gate(rows * width), up(rows * width);
-  const kernels::MatMulArgs gate_up[] = {{.x = x,
-                                          .x_stride = d,
-                                          .w = &mlp.gate.matrix,
-                                          .y = gate.data(),
-                                          .m = rows,
-                                          .precision = c.precision},
-                                         {.x = x,
-                                          .x_stride = d,
-                                          .w = &mlp.up.matrix,
-                                          .y = up.data(),
-                                          .m = rows,
-                                          .precision = c.precision}};
+  float* gate = c.scratch.Floats(ScratchSlot::kMlpGate, rows * width);
+  float* up = c.scratch.Floats(ScratchSlot::kMlpUp, rows * width);
+  const kernels::MatMulArgs gate_up[] = {
+      {.x = x,
+       .x_stride = d,
+       .w = &mlp.gate.matrix,
+       .y = gate,
+       .m = rows,
+       .precision = c.precision},
+      {.x = x, .x_stride = d, .w = &mlp.up.matrix, .y = up, .m = rows, .precision = c.precision}};
   XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(gate_up));
-  XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
-                                         .up = up.data(),
+  XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate,
+                                         .up = up,
                                          .in_stride = width,
-                                         .out = gate.data(),
+                                         .out = gate,
                                          .out_stride = width,
                                          .rows = rows,
                                          .dim = width}));
-  return Project(c, mlp.down.matrix, gate.data(), width, y, d, rows, mode);
+  return Project(c, mlp.down.matrix, gate, width, y, d, rows, mode);
 }
 
 // Runs held experts over the rows the exchange gathered for them, as one
@@ -54,7 +51,8 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
       total += b.rows;
     }
     if (total == 0) return absl::OkStatus();
-    std::vector<float> gate(total * width), up(total * width);
+    float* gate = c.scratch.Floats(ScratchSlot::kExpertGate, total * width);
+    float* up = c.scratch.Floats(ScratchSlot::kExpertUp, total * width);
     std::vector<kernels::MatMulArgs> problems;
     int64_t row = 0;
     for (const transport::ExpertBatch& b : batches) {
@@ -73,10 +71,10 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
       row += b.rows;
     }
     XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
-    XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate.data(),
-                                           .up = up.data(),
+    XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate,
+                                           .up = up,
                                            .in_stride = width,
-                                           .out = gate.data(),
+                                           .out = gate,
                                            .out_stride = width,
                                            .rows = total,
                                            .dim = width}));
@@ -102,16 +100,16 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
   const int64_t top_k = cfg.num_experts_per_tok;
 
   // Router in f32 whatever the compute precision (spec pitfall 14).
-  std::vector<float> logits(n * experts);
+  float* logits = c.scratch.Floats(ScratchSlot::kRouterLogits, n * experts);
   XPD_RETURN_IF_ERROR(c.backend.MatMul({.x = x,
                                         .x_stride = d,
                                         .w = &moe.router.matrix,
-                                        .y = logits.data(),
+                                        .y = logits,
                                         .m = n,
                                         .precision = kernels::Precision::kF32}));
   std::vector<int32_t> ids(n * top_k);
   std::vector<float> weights(n * top_k);
-  XPD_RETURN_IF_ERROR(c.backend.MoeRouting({.logits = logits.data(),
+  XPD_RETURN_IF_ERROR(c.backend.MoeRouting({.logits = logits,
                                             .bias = moe.correction_bias.data(),
                                             .expert_ids = ids.data(),
                                             .expert_weights = weights.data(),
@@ -129,7 +127,7 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
 
   // Routed experts through the exchange: local here, all-to-all in an EP group.
   const transport::ExpertCompute compute = ExpertComputeFor(c, moe);
-  std::vector<float> routed(n * d);
+  float* routed = c.scratch.Floats(ScratchSlot::kRoutedOut, n * d);
   XPD_RETURN_IF_ERROR(c.exchange.DispatchCombine({.layer = layer,
                                                   .rows = n,
                                                   .hidden = d,
@@ -137,15 +135,16 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
                                                   .x = x,
                                                   .expert_ids = ids.data(),
                                                   .weights = weights.data(),
-                                                  .out = routed.data()},
+                                                  .out = routed},
                                                  compute));
 
   // y = routed + shared, then the residual add.
-  std::vector<float> shared(n * d, 0.0f);
-  if (moe.shared.loaded()) {
-    XPD_RETURN_IF_ERROR(
-        RunMlp(c, moe.shared, x, n, shared.data(), kernels::OutputMode::kOverwrite));
+  if (!moe.shared.loaded()) {
+    for (int64_t i = 0; i < n * d; ++i) h[i] += routed[i];
+    return absl::OkStatus();
   }
+  float* shared = c.scratch.Floats(ScratchSlot::kSharedOut, n * d);
+  XPD_RETURN_IF_ERROR(RunMlp(c, moe.shared, x, n, shared, kernels::OutputMode::kOverwrite));
   for (int64_t i = 0; i < n * d; ++i) h[i] += routed[i] + shared[i];
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // MLA attention (spec §3.4-§3.6). Sequences decoding one token use the
 // absorbed latent form; sequences with several new tokens use the MHA form
 // with keys and values up-projected from the latent cache.
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -31,8 +32,11 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
   const int64_t heads = cfg.num_attention_heads, rank = cfg.kv_lora_rank;
   const int64_t nope = cfg.qk_nope_head_dim, rope = cfg.qk_rope_head_dim, dq = cfg.qk_head_dim();
   const int64_t width = rank + rope, v = cfg.v_head_dim;
-  std::vector<float> q_latent(c.rows * heads * width);
-  std::vector<float> o_latent(c.rows * heads * rank, 0.0f);
+  float* q_latent = c.scratch.Floats(ScratchSlot::kAbsorbedQuery, c.rows * heads * width);
+  // Rows of MHA-form sequences are not written by LatentAttention: zero, so
+  // that their (later overwritten) W_UV products stay finite.
+  float* o_latent = c.scratch.Floats(ScratchSlot::kLatentOut, c.rows * heads * rank);
+  std::fill_n(o_latent, c.rows * heads * rank, 0.0f);
   // Per head: q_abs[h] = W_UK[h]^T q_nope[h], all heads in one group.
   std::vector<kernels::WeightMatrix> uk(heads), uv(heads);
   std::vector<kernels::MatMulArgs> problems(heads);
@@ -41,7 +45,7 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
     problems[h] = {.x = q + h * dq,
                    .x_stride = heads * dq,
                    .w = &uk[h],
-                   .y = q_latent.data() + h * width,
+                   .y = q_latent + h * width,
                    .y_stride = heads * width,
                    .m = c.rows,
                    .precision = c.precision};
@@ -54,8 +58,8 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
     }
   }
   XPD_RETURN_IF_ERROR(
-      c.backend.LatentAttention({.q = q_latent.data(),
-                                 .out = o_latent.data(),
+      c.backend.LatentAttention({.q = q_latent,
+                                 .out = o_latent,
                                  .cache = c.cache,
                                  .layer = layer,
                                  .heads = static_cast<int32_t>(heads),
@@ -66,7 +70,7 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
   // Per head: o[h] = W_UV[h] o_latent[h].
   for (int64_t h = 0; h < heads; ++h) {
     uv[h] = RowSlice(w.uv.matrix, h * v, v);
-    problems[h] = {.x = o_latent.data() + h * rank,
+    problems[h] = {.x = o_latent + h * rank,
                    .x_stride = heads * rank,
                    .w = &uv[h],
                    .y = o + h * v,
@@ -85,21 +89,22 @@ absl::Status MhaPart(const LayerContext& c, const AttentionWeights& w, int32_t l
   const ModelConfig& cfg = c.config;
   const int64_t heads = cfg.num_attention_heads, rank = cfg.kv_lora_rank;
   const int64_t width = cfg.latent_dim(), kv_width = cfg.qk_nope_head_dim + cfg.v_head_dim;
-  std::vector<std::vector<float>> latents(sequences.size()), kvs(sequences.size());
-  for (size_t s = 0; s < sequences.size(); ++s) {
-    AttentionSequence& seq = sequences[s];
+  int64_t total_keys = 0;
+  for (const AttentionSequence& seq : sequences) total_keys += seq.start + seq.num_queries;
+  float* latents = c.scratch.Floats(ScratchSlot::kMhaLatents, total_keys * width);
+  float* kvs = c.scratch.Floats(ScratchSlot::kMhaKeysValues, total_keys * heads * kv_width);
+  for (AttentionSequence& seq : sequences) {
     const int64_t keys = seq.start + seq.num_queries;
-    latents[s].resize(keys * width);
     for (int64_t t = 0; t < keys; ++t) {
-      std::memcpy(&latents[s][t * width], c.cache.Row(seq.block_table, layer, t),
+      std::memcpy(latents + t * width, c.cache.Row(seq.block_table, layer, t),
                   sizeof(float) * width);
     }
-    kvs[s].resize(keys * heads * kv_width);
-    XPD_RETURN_IF_ERROR(
-        Project(c, w.kv_b.matrix, latents[s].data(), width, kvs[s].data(), 0, keys));
-    seq.kv = kvs[s].data();
-    seq.k_pe = latents[s].data() + rank;
+    XPD_RETURN_IF_ERROR(Project(c, w.kv_b.matrix, latents, width, kvs, 0, keys));
+    seq.kv = kvs;
+    seq.k_pe = latents + rank;
     seq.k_pe_stride = width;
+    latents += keys * width;
+    kvs += keys * heads * kv_width;
   }
   return c.backend.MhaAttention({.q = q,
                                  .out = o,
@@ -121,25 +126,22 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
   const float eps = static_cast<float>(cfg.rms_norm_eps);
 
   // Query path: x -> q_a -> norm -> q_b, rope on each head's last channels.
-  std::vector<float> cq(n * cfg.q_lora_rank), q(n * heads * dq), kv(n * width);
+  float* cq = c.scratch.Floats(ScratchSlot::kQueryLatent, n * cfg.q_lora_rank);
+  float* q = c.scratch.Floats(ScratchSlot::kQuery, n * heads * dq);
+  float* kv = c.scratch.Floats(ScratchSlot::kKvLatent, n * width);
   // Both low-rank down-projections read x: one group.
   const kernels::MatMulArgs down[] = {
-      {.x = x, .x_stride = d, .w = &w.q_a.matrix, .y = cq.data(), .m = n, .precision = c.precision},
-      {.x = x,
-       .x_stride = d,
-       .w = &w.kv_a.matrix,
-       .y = kv.data(),
-       .m = n,
-       .precision = c.precision}};
+      {.x = x, .x_stride = d, .w = &w.q_a.matrix, .y = cq, .m = n, .precision = c.precision},
+      {.x = x, .x_stride = d, .w = &w.kv_a.matrix, .y = kv, .m = n, .precision = c.precision}};
   XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(down));
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq.data(),
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = cq,
                                          .weight = w.q_a_norm.data(),
-                                         .y = cq.data(),
+                                         .y = cq,
                                          .rows = n,
                                          .dim = cfg.q_lora_rank,
                                          .eps = eps}));
-  XPD_RETURN_IF_ERROR(Project(c, w.q_b.matrix, cq.data(), 0, q.data(), 0, n));
-  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = q.data() + cfg.qk_nope_head_dim,
+  XPD_RETURN_IF_ERROR(Project(c, w.q_b.matrix, cq, 0, q, 0, n));
+  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = q + cfg.qk_nope_head_dim,
                                            .row_stride = heads * dq,
                                            .head_stride = dq,
                                            .heads = static_cast<int32_t>(heads),
@@ -149,15 +151,15 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
                                            .inv_freq = c.inv_freq.data()}));
 
   // Key/value path: the latent [norm(c_kv) | rope(k_pe)] is what the cache keeps.
-  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv.data(),
+  XPD_RETURN_IF_ERROR(c.backend.RmsNorm({.x = kv,
                                          .x_stride = width,
                                          .weight = w.kv_a_norm.data(),
-                                         .y = kv.data(),
+                                         .y = kv,
                                          .y_stride = width,
                                          .rows = n,
                                          .dim = rank,
                                          .eps = eps}));
-  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = kv.data() + rank,
+  XPD_RETURN_IF_ERROR(c.backend.ApplyRope({.x = kv + rank,
                                            .row_stride = width,
                                            .head_stride = 0,
                                            .heads = 1,
@@ -168,7 +170,7 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
   for (const SequenceRows& seq : c.sequences) {
     for (int32_t i = 0; i < seq.num_rows; ++i) {
       std::memcpy(c.cache.Row(seq.block_table.data(), layer, seq.start + i),
-                  &kv[(seq.first_row + i) * width], sizeof(float) * width);
+                  kv + (seq.first_row + i) * width, sizeof(float) * width);
     }
   }
 
@@ -180,14 +182,15 @@ absl::Status RunAttentionBlock(const LayerContext& c, const AttentionWeights& w,
                         .block_table = seq.block_table.data()};
     (UsesLatentForm(c, seq) ? latent_sequences : mha_sequences).push_back(a);
   }
-  std::vector<float> o(n * heads * cfg.v_head_dim, 0.0f);
+  float* o = c.scratch.Floats(ScratchSlot::kAttentionOut, n * heads * cfg.v_head_dim);
+  std::fill_n(o, n * heads * cfg.v_head_dim, 0.0f);
   if (!latent_sequences.empty()) {
-    XPD_RETURN_IF_ERROR(LatentPart(c, w, layer, q.data(), latent_sequences, o.data()));
+    XPD_RETURN_IF_ERROR(LatentPart(c, w, layer, q, latent_sequences, o));
   }
   if (!mha_sequences.empty()) {
-    XPD_RETURN_IF_ERROR(MhaPart(c, w, layer, q.data(), std::move(mha_sequences), o.data()));
+    XPD_RETURN_IF_ERROR(MhaPart(c, w, layer, q, std::move(mha_sequences), o));
   }
-  return Project(c, w.o.matrix, o.data(), 0, h, d, n, kernels::OutputMode::kAccumulate);
+  return Project(c, w.o.matrix, o, 0, h, d, n, kernels::OutputMode::kAccumulate);
 }
 
 }  // namespace xpd::model

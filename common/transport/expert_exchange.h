@@ -9,7 +9,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -52,6 +54,14 @@ class LocalExpertExchange final : public ExpertExchange {
  public:
   absl::Status DispatchCombine(const MoeExchangeArgs& args,
                                const ExpertCompute& compute_local) override;
+
+ private:
+  // The gathered expert inputs and outputs, kept between layers: a prefill
+  // layer moves tens of MB through them, and fresh buffers would cost page
+  // faults and zero-filling on every layer.
+  std::mutex mu_;
+  std::vector<float> gathered_;
+  std::vector<float> computed_;
 };
 
 }  // namespace xpd::transport

@@ -16,7 +16,13 @@ absl::Status LocalExpertExchange::DispatchCombine(const MoeExchangeArgs& args,
   for (int64_t s = 0; s < slots; ++s) slots_of[args.expert_ids[s]].push_back(s);
   std::vector<int64_t> order;  // gathered row -> slot
   order.reserve(slots);
-  std::vector<float> gathered(slots * d), computed(slots * d);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (gathered_.size() < static_cast<size_t>(slots * d)) {
+    gathered_.resize(slots * d);
+    computed_.resize(slots * d);
+  }
+  float* gathered = gathered_.data();
+  float* computed = computed_.data();
   std::vector<ExpertBatch> batches;
   for (int32_t e = 0; e <= max_expert; ++e) {
     if (slots_of[e].empty()) continue;
