@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/core/vector_exp.h"
 
 namespace xpd::runtime {
 namespace {
@@ -60,32 +61,6 @@ inline __m256 CleanV(__m256 x) {
   const __m256 ordered = _mm256_cmp_ps(x, x, _CMP_ORD_Q);
   return _mm256_min_ps(_mm256_blendv_ps(_mm256_set1_ps(kNegInf), x, ordered),
                        _mm256_set1_ps(kMaxFloat));
-}
-
-// exp(x) for x <= 0 (no NaN), exactly 0 below -87 and for -inf: Cephes'
-// expf polynomial, about 2 ulp, with separate multiplies and adds (no FMA
-// contraction choices), so the result is the same everywhere.
-inline __m256 ExpNonPositiveV(__m256 x) {
-  const __m256 magic = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23: round to integer
-  const __m256 clamped = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 shifted =
-      _mm256_add_ps(_mm256_mul_ps(clamped, _mm256_set1_ps(1.44269504088896341f)), magic);
-  const __m256 n = _mm256_sub_ps(shifted, magic);  // round(x / ln2), in [-126, 0]
-  const __m256i n_int = _mm256_sub_epi32(_mm256_castps_si256(shifted), _mm256_castps_si256(magic));
-  // r = x - n * ln2, with ln2 split in two so that n * 0.693359375 is exact.
-  __m256 r = _mm256_sub_ps(clamped, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  for (float c :
-       {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f}) {
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
-  }
-  __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r);
-  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
-  const __m256 two_n =
-      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n_int, _mm256_set1_epi32(127)), 23));
-  const __m256 in_range = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GT_OQ);
-  return _mm256_and_ps(_mm256_mul_ps(y, two_n), in_range);
 }
 
 // Runs body(offset, 8 lanes) over data[begin, n) in blocks of 8; the ragged
@@ -138,7 +113,7 @@ double ExpWeights(const float* logits, size_t n, float max, float inv_t, float* 
   const __m256 inv_t_v = _mm256_set1_ps(inv_t);
   __m256d sum_lo = _mm256_setzero_pd(), sum_hi = _mm256_setzero_pd();
   ForEachBlock(logits, 0, n, kNegInf, [&](size_t i, __m256 x) {
-    const __m256 w = ExpNonPositiveV(_mm256_mul_ps(_mm256_sub_ps(CleanV(x), max_v), inv_t_v));
+    const __m256 w = kernels::Exp8(_mm256_mul_ps(_mm256_sub_ps(CleanV(x), max_v), inv_t_v));
     if (i + 8 <= n) {
       _mm256_storeu_ps(weights + i, w);
     } else {

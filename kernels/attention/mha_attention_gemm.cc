@@ -1,11 +1,10 @@
 #include "kernels/attention/mha_attention_gemm.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <mutex>
 #include <vector>
 
+#include "kernels/attention/vector_math.h"
 #include "kernels/matmul/matmul.h"
 
 namespace xpd::kernels {
@@ -46,13 +45,8 @@ absl::Status RunHead(const MhaAttentionArgs& a, const AttentionSequence& seq, in
     for (int64_t i = 0; i < rows; ++i) {
       float* row = &s.scores[i * visible];
       const int64_t n = seq.start + q0 + i + 1;
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t t = 0; t < n; ++t) max_score = std::max(max_score, row[t] * a.softmax_scale);
-      float sum = 0.0f;
-      for (int64_t t = 0; t < n; ++t)
-        sum += (row[t] = std::exp(row[t] * a.softmax_scale - max_score));
-      const float inv = 1.0f / sum;
-      for (int64_t t = 0; t < n; ++t) row[t] *= inv;
+      internal::Scale(a.softmax_scale, row, n);
+      internal::SoftmaxInPlace(row, n);
       std::fill(row + n, row + visible, 0.0f);
     }
     // Rows of V^T are [v_dim, total_keys]; only the first `visible` columns matter.

@@ -13,6 +13,7 @@ namespace {
 
 using internal::Axpy;
 using internal::Dot;
+using internal::SoftmaxInPlace;
 
 // One (sequence, head) pair: the unit of parallel work.
 struct HeadTask {
@@ -37,19 +38,6 @@ void RunTasks(size_t count, ThreadPool* pool, const std::function<void(int64_t)>
   pool->ParallelFor(static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) fn(i);
   });
-}
-
-// Turns scores[0..n) into softmax probabilities (f32, max-subtracted).
-void SoftmaxInPlace(float* scores, int64_t n) {
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < n; ++t) max_score = std::max(max_score, scores[t]);
-  float sum = 0.0f;
-  for (int64_t t = 0; t < n; ++t) {
-    scores[t] = std::exp(scores[t] - max_score);
-    sum += scores[t];
-  }
-  const float inv = 1.0f / sum;
-  for (int64_t t = 0; t < n; ++t) scores[t] *= inv;
 }
 
 absl::Status CheckSequences(std::span<const AttentionSequence> sequences, bool latent) {

@@ -4,7 +4,11 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <limits>
+
+#include "kernels/core/vector_exp.h"
 
 namespace xpd::kernels::internal {
 
@@ -43,6 +47,32 @@ inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
 
 inline void Scale(float alpha, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= alpha;
+}
+
+// Turns x[0..n) into softmax probabilities (f32, max-subtracted), eight lanes
+// at a time; the ragged end is padded with -inf (weight 0).
+inline void SoftmaxInPlace(float* x, int64_t n) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  auto load = [&](int64_t i, float* pad) {
+    if (i + 8 <= n) return _mm256_loadu_ps(x + i);
+    std::fill_n(pad, 8, neg_inf);
+    std::copy(x + i, x + n, pad);
+    return _mm256_loadu_ps(pad);
+  };
+  alignas(32) float pad[8];
+  __m256 max_v = _mm256_set1_ps(neg_inf);
+  for (int64_t i = 0; i < n; i += 8) max_v = _mm256_max_ps(max_v, load(i, pad));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, max_v);
+  const __m256 max_score = _mm256_set1_ps(*std::max_element(lanes, lanes + 8));
+  __m256 sum_v = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 e = Exp8(_mm256_sub_ps(load(i, pad), max_score));
+    sum_v = _mm256_add_ps(sum_v, e);
+    _mm256_storeu_ps(pad, e);
+    std::copy_n(pad, std::min<int64_t>(8, n - i), x + i);
+  }
+  Scale(1.0f / HorizontalSum(sum_v), x, n);
 }
 
 }  // namespace xpd::kernels::internal
