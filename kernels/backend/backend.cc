@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/attention/mha_attention_gemm.h"
@@ -70,6 +71,7 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  absl::Status RunWholeProducts(std::span<const MatMulArgs> problems);
   // Row-parallel ops: rows are independent, so splitting never changes results.
   template <typename Args, typename Fn>
   absl::Status SplitRows(int64_t rows, const Args& args, Fn fn) {
@@ -88,9 +90,49 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
 };
 
+// Many large products (prefill's routed experts: ~48 rows each, 128 per
+// layer) run whole, each on one thread, in one parallel region: products go
+// to the least loaded thread, largest first, so the split is even and the
+// same for the same shapes. A few large products split each over the pool.
+absl::Status CpuBackend::RunWholeProducts(std::span<const MatMulArgs> problems) {
+  const int threads = pool_.num_threads();
+  if (problems.size() < static_cast<size_t>(2 * threads)) {
+    for (const MatMulArgs& args : problems) {
+      if (absl::Status s = MatMulCpu(args, pool_); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  auto macs = [&](size_t i) { return problems[i].m * problems[i].w->rows * problems[i].w->cols; };
+  std::vector<size_t> order(problems.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return macs(a) > macs(b); });
+  std::vector<std::vector<size_t>> assigned(threads);
+  std::vector<int64_t> load(threads, 0);
+  for (size_t i : order) {
+    const int t = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
+    assigned[t].push_back(i);
+    load[t] += macs(i);
+  }
+  std::mutex mutex;
+  absl::Status first_error;
+  pool_.ParallelFor(threads, 1, [&](int64_t begin, int64_t end) {
+    thread_local ThreadPool solo(1);
+    for (int64_t t = begin; t < end; ++t) {
+      for (size_t i : assigned[t]) {
+        absl::Status status = MatMulCpu(problems[i], solo);
+        if (status.ok()) continue;
+        std::lock_guard<std::mutex> lock(mutex);
+        if (first_error.ok()) first_error = std::move(status);
+      }
+    }
+  });
+  return first_error;
+}
+
 // Splits every product's output columns (weight rows) into slices and runs
 // all slices of all products in one parallel region, each slice on a
-// single-thread pool. Large products (prefill) keep their own blocking.
+// single-thread pool. Large products (prefill) run whole (RunWholeProducts).
 absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
   constexpr int64_t kSmallRows = 32;       // decode-sized products are grouped
   constexpr int64_t kSliceMacs = 1 << 17;  // enough work to amortize a slice
@@ -99,12 +141,7 @@ absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
     if (absl::Status s = ValidateMatMulArgs(args); !s.ok()) return s;
     all_small = all_small && args.m <= kSmallRows;
   }
-  if (!all_small) {
-    for (const MatMulArgs& args : problems) {
-      if (absl::Status s = MatMulCpu(args, pool_); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
+  if (!all_small) return RunWholeProducts(problems);
   std::vector<MatMulArgs> slices;
   std::vector<WeightMatrix> slice_weights;
   slice_weights.reserve(problems.size() * 16);
