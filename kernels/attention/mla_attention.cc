@@ -12,7 +12,9 @@ namespace xpd::kernels {
 namespace {
 
 using internal::Axpy;
+using internal::AxpySum;
 using internal::Dot;
+using internal::Dot4;
 using internal::SoftmaxInPlace;
 
 // One (sequence, head) pair: the unit of parallel work.
@@ -61,26 +63,61 @@ absl::Status LatentAttention(const LatentAttentionArgs& a, ThreadPool* pool) {
   }
   if (absl::Status s = CheckSequences(a.sequences, /*latent=*/true); !s.ok()) return s;
   const int64_t q_width = a.kv_rank + a.rope_dim;
-  const std::vector<HeadTask> tasks = MakeTasks(a.sequences, a.heads);
-  RunTasks(tasks.size(), pool, [&](int64_t task_index) {
-    const HeadTask task = tasks[task_index];
-    const AttentionSequence& seq = a.sequences[task.sequence];
+  // Every head attends over the same latent rows: a task takes a group of
+  // heads and reads each row once for all of them (while it is in L1),
+  // instead of once per head. Sequences are split into just enough head
+  // groups to give every thread work. Each head's operations and their order
+  // are the same whatever the grouping.
+  const int64_t threads = pool == nullptr ? 1 : pool->num_threads();
+  const int64_t sequences = static_cast<int64_t>(a.sequences.size());
+  const int64_t groups = std::clamp<int64_t>((threads + sequences - 1) / sequences, 1, a.heads);
+  const int32_t group_heads = static_cast<int32_t>((a.heads + groups - 1) / groups);
+  RunTasks(a.sequences.size() * groups, pool, [&](int64_t task_index) {
+    const AttentionSequence& seq = a.sequences[task_index / groups];
+    const int32_t h0 = static_cast<int32_t>(task_index % groups) * group_heads;
+    const int32_t h1 = std::min(a.heads, h0 + group_heads);
+    if (h0 >= h1) return;
     const int64_t keys = seq.start + seq.num_queries;
-    thread_local std::vector<float> scores;
+    thread_local std::vector<float> scores;  // [head of the group][key]
     thread_local std::vector<const float*> rows;
-    scores.resize(keys);
+    scores.resize((h1 - h0) * keys);
     rows.resize(keys);
     for (int64_t t = 0; t < keys; ++t) rows[t] = a.cache.Row(seq.block_table, a.layer, t);
     for (int32_t i = 0; i < seq.num_queries; ++i) {
       const int64_t row = seq.query_row + i;
-      const float* q = a.q + (row * a.heads + task.head) * q_width;
       const int64_t visible = seq.start + i + 1;
-      // [q_abs | q_pe] . [c_kv | k_pe] in one dot: the absorbed nope and rope terms.
-      for (int64_t t = 0; t < visible; ++t) scores[t] = a.softmax_scale * Dot(q, rows[t], q_width);
-      SoftmaxInPlace(scores.data(), visible);
-      float* out = a.out + (row * a.heads + task.head) * a.kv_rank;
-      std::memset(out, 0, sizeof(float) * a.kv_rank);
-      for (int64_t t = 0; t < visible; ++t) Axpy(scores[t], rows[t], out, a.kv_rank);
+      auto q = [&](int32_t h) { return a.q + (row * a.heads + h) * q_width; };
+      auto out = [&](int32_t h) { return a.out + (row * a.heads + h) * a.kv_rank; };
+      auto head_scores = [&](int32_t h) { return scores.data() + (h - h0) * keys; };
+      // [q_abs | q_pe] . [c_kv | k_pe] in one dot: the absorbed nope and rope
+      // terms; four heads per pass over a row.
+      for (int64_t t = 0; t < visible; ++t) {
+        int32_t h = h0;
+        for (; h + 4 <= h1; h += 4) {
+          const float* qs[4] = {q(h), q(h + 1), q(h + 2), q(h + 3)};
+          float dots[4];
+          Dot4(qs, rows[t], q_width, dots);
+          for (int j = 0; j < 4; ++j) head_scores(h + j)[t] = a.softmax_scale * dots[j];
+        }
+        for (; h < h1; ++h) head_scores(h)[t] = a.softmax_scale * Dot(q(h), rows[t], q_width);
+      }
+      const float* weights[8];
+      float* outs[8];
+      int32_t h = h0;
+      for (; h + 8 <= h1; h += 8) {
+        for (int j = 0; j < 8; ++j) {
+          SoftmaxInPlace(head_scores(h + j), visible);
+          weights[j] = head_scores(h + j);
+          outs[j] = out(h + j);
+        }
+        AxpySum<8>(weights, rows.data(), visible, outs, a.kv_rank);
+      }
+      for (; h < h1; ++h) {
+        SoftmaxInPlace(head_scores(h), visible);
+        weights[0] = head_scores(h);
+        outs[0] = out(h);
+        AxpySum<1>(weights, rows.data(), visible, outs, a.kv_rank);
+      }
     }
   });
   return absl::OkStatus();

@@ -35,6 +35,64 @@ inline float Dot(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// out[j] = Dot(a[j], b, n) for j < 4, bit for bit (each a[j] keeps Dot's own
+// accumulators and order); b is loaded once for the four, and the four
+// independent chains hide the FMA latency a single Dot waits on.
+inline void Dot4(const float* const a[4], const float* b, int64_t n, float out[4]) {
+  __m256 acc0[4], acc1[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 b0 = _mm256_loadu_ps(b + i), b1 = _mm256_loadu_ps(b + i + 8);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a[j] + i), b0, acc0[j]);
+      acc1[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a[j] + i + 8), b1, acc1[j]);
+    }
+  }
+  for (; i + 8 <= n; i += 8) {
+    const __m256 b0 = _mm256_loadu_ps(b + i);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc0[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a[j] + i), b0, acc0[j]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    float sum = HorizontalSum(_mm256_add_ps(acc0[j], acc1[j]));
+    for (int64_t t = i; t < n; ++t) sum += a[j][t] * b[t];
+    out[j] = sum;
+  }
+}
+
+// y[j] = sum over t < count of alpha[j][t] * x[t], for j < H, each element
+// summed in t order exactly as y[j] = 0 followed by
+// Axpy(alpha[j][t], x[t], y[j], n) for t = 0, 1, ...: bit for bit, but with
+// the partial sums of eight columns kept in registers across all t.
+template <int H>
+inline void AxpySum(const float* const alpha[], const float* const* x, int64_t count,
+                    float* const y[], int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 acc[H];
+#pragma GCC unroll 8
+    for (int j = 0; j < H; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < count; ++t) {
+      const __m256 xv = _mm256_loadu_ps(x[t] + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < H; ++j) {
+        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(alpha[j][t]), xv, acc[j]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < H; ++j) _mm256_storeu_ps(y[j] + i, acc[j]);
+  }
+  for (; i < n; ++i) {
+    for (int j = 0; j < H; ++j) {
+      y[j][i] = 0.0f;
+      for (int64_t t = 0; t < count; ++t) y[j][i] += alpha[j][t] * x[t][i];
+    }
+  }
+}
+
 // y += alpha * x
 inline void Axpy(float alpha, const float* x, float* y, int64_t n) {
   const __m256 a = _mm256_set1_ps(alpha);
