@@ -2,15 +2,41 @@
 
 #include <iostream>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
 namespace xpd::base {
+namespace {
+
+constexpr char kHelpPayload[] = "type.xpd/help_request";
+
+absl::Status HelpRequest(const std::set<std::string>& value_flags,
+                         const std::set<std::string>& switch_flags) {
+  std::string text = "flags:\n";
+  std::set<std::string> all = value_flags;
+  all.insert(switch_flags.begin(), switch_flags.end());
+  for (const std::string& name : all) {
+    absl::StrAppend(&text, "  --", name, value_flags.count(name) ? " VALUE" : "", "\n");
+  }
+  absl::Status status(absl::StatusCode::kCancelled, text);
+  status.SetPayload(kHelpPayload, absl::Cord("1"));
+  return status;
+}
+
+}  // namespace
+
+bool IsHelpRequest(const absl::Status& status) {
+  return status.GetPayload(kHelpPayload).has_value();
+}
 
 absl::StatusOr<CommandFlags> CommandFlags::Parse(const std::vector<std::string>& args,
                                                  const std::set<std::string>& value_flags,
                                                  const std::set<std::string>& switch_flags) {
+  for (const std::string& arg : args) {
+    if (arg == "--help" || arg == "-h") return HelpRequest(value_flags, switch_flags);
+  }
   CommandFlags flags;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -102,6 +128,10 @@ absl::StatusOr<std::vector<int64_t>> CommandFlags::GetIntList(const std::string&
 
 int ExitStatus(const char* command, const absl::Status& status) {
   if (status.ok()) return 0;
+  if (IsHelpRequest(status)) {
+    std::cout << "usage: xpd " << command << " [flags]\n" << status.message();
+    return 0;
+  }
   std::cerr << "xpd " << command << ": " << status.message() << "\n";
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
