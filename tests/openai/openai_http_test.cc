@@ -161,6 +161,20 @@ class OpenAiHttpTest : public ::testing::Test {
   void SetUp() override { ASSERT_NE(cluster_, nullptr); }
   const std::string& http() { return cluster_->http(); }
 
+  // Polls (50 ms re-checks, no event to wait on) until the decode rank's KV
+  // cache is all free again, up to 20 s; fails the test if it never is.
+  static void ExpectDecodeKvFreed() {
+    absl::StatusOr<xpd::v1::RankLoad> load;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (absl::Now() < deadline) {
+      load = cluster_->DecodeLoad(0);
+      if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
+      absl::SleepFor(absl::Milliseconds(50));  // poll interval
+    }
+    ASSERT_TRUE(load.ok()) << load.status();
+    EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
+  }
+
   static LocalCluster* cluster_;
   static std::string* model_dir_;
 };
@@ -403,15 +417,7 @@ TEST_F(OpenAiHttpTest, DisconnectedNonStreamingClientCancelsItsRequest) {
   EXPECT_EQ(running(metrics), 0) << metrics;
   EXPECT_EQ(cancelled(metrics), cancelled_before + 1) << metrics;
   // ... and its KV is free again on the decode rank.
-  absl::StatusOr<xpd::v1::RankLoad> load;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline) {
-    load = cluster_->DecodeLoad(0);
-    if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
-    absl::SleepFor(absl::Milliseconds(50));  // poll interval
-  }
-  ASSERT_TRUE(load.ok()) << load.status();
-  EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
+  ExpectDecodeKvFreed();
 }
 
 TEST_F(OpenAiHttpTest, ChatWithoutMaxTokensMayUseTheRestOfTheServedContext) {
@@ -448,14 +454,7 @@ TEST_F(OpenAiHttpTest, ChatWithoutMaxTokensMayUseTheRestOfTheServedContext) {
                    json{{"messages", {{{"role", "user"}, {"content", words}}}}}.dump()),
               400, "messages");
   // The cancelled stream held the whole KV cache: wait until it is free again.
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < deadline) {
-    load = cluster_->DecodeLoad(0);
-    if (load.ok() && load->kv_blocks_free() == load->kv_blocks_total()) break;
-    absl::SleepFor(absl::Milliseconds(50));  // poll interval
-  }
-  ASSERT_TRUE(load.ok()) << load.status();
-  EXPECT_EQ(load->kv_blocks_free(), load->kv_blocks_total());
+  ExpectDecodeKvFreed();
 }
 
 }  // namespace
