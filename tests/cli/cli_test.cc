@@ -21,7 +21,10 @@ constexpr char kFixtures[] = "tests/fixtures/dsv3-tiny";
 
 std::string TokensFlag(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  for (int32_t id : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(id);
+  }
   return s;
 }
 
