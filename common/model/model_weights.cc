@@ -1,9 +1,14 @@
 #include "common/model/model_weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
+#include "kernels/matmul/weight_packing.h"
 
 namespace xpd::model {
 namespace {
@@ -14,6 +19,17 @@ using kernels::WeightMatrix;
 
 constexpr DType kFloatTypes[] = {DType::kBF16, DType::kF32};
 constexpr DType kLinearTypes[] = {DType::kBF16, DType::kF32, DType::kF8E4M3};
+
+// Drops the mmap'ed pages of a tensor that was copied (packed) from this
+// process's resident memory, so loading does not hold the weights twice. The
+// mapping stays valid: a later read faults the pages back in from the file.
+void ReleaseMappedPages(const void* data, int64_t bytes) {
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  // Advice only: on failure the pages simply stay resident.
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
 
 // Shared by every tensor of one checkpoint.
 struct Loader {
@@ -57,15 +73,33 @@ struct Loader {
     return matrix;
   }
 
-  // A projection `prefix.weight` (+ scales), converted to what `precision` computes with.
+  // A projection `prefix.weight` (+ scales), converted to what `precision`
+  // computes with. BF16 results are packed for the matmul kernels (see
+  // kernels/matmul/weight_packing.h).
   absl::StatusOr<Linear> Projection(const std::string& prefix, int64_t rows, int64_t cols) const {
     XPD_ASSIGN_OR_RETURN(WeightMatrix matrix, Matrix(prefix + ".weight", rows, cols, kLinearTypes));
     if (precision == Precision::kBF16 && matrix.dtype != DType::kBF16) {
-      return Derived(rows, cols, [&](int64_t r, int64_t c) { return matrix.At(r, c); });
+      const Linear converted =
+          Derived(rows, cols, [&](int64_t r, int64_t c) { return matrix.At(r, c); });
+      return Packed(converted.matrix, prefix);
+    }
+    if (matrix.dtype == DType::kBF16) {
+      XPD_ASSIGN_OR_RETURN(Linear packed, Packed(matrix, prefix));
+      ReleaseMappedPages(matrix.data, kernels::StoredBytes(matrix));
+      return packed;
     }
     Linear linear;
     linear.matrix = matrix;
     return linear;
+  }
+
+  static absl::StatusOr<Linear> Packed(const WeightMatrix& matrix, const std::string& prefix) {
+    absl::StatusOr<kernels::PackedWeight> packed = kernels::PackBf16Tiles(matrix);
+    if (!packed.ok()) {
+      return absl::Status(packed.status().code(),
+                          absl::StrCat(prefix, ".weight: ", packed.status().message()));
+    }
+    return Linear{.matrix = packed->matrix, .storage = std::move(packed->storage)};
   }
 
   // An owned matrix whose values come from `value(row, col)`, stored as F32 for
@@ -235,14 +269,7 @@ absl::StatusOr<MlpWeights> LoadRoutedExpert(const Checkpoint& checkpoint,
 
 int64_t MlpBytes(const MlpWeights& mlp) {
   int64_t bytes = 0;
-  for (const Linear* l : {&mlp.gate, &mlp.up, &mlp.down}) {
-    const WeightMatrix& m = l->matrix;
-    const int64_t element = m.dtype == DType::kF32 ? 4 : m.dtype == DType::kBF16 ? 2 : 1;
-    bytes += m.rows * m.cols * element;
-    if (m.block_scales != nullptr) {
-      bytes += ((m.rows + m.block_rows - 1) / m.block_rows) * m.scale_cols() * 4;
-    }
-  }
+  for (const Linear* l : {&mlp.gate, &mlp.up, &mlp.down}) bytes += kernels::StoredBytes(l->matrix);
   return bytes;
 }
 

@@ -147,8 +147,10 @@ absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
   slice_weights.reserve(problems.size() * 16);
   for (const MatMulArgs& args : problems) {
     const WeightMatrix& w = *args.w;
-    // FP8 slices must start on a scale block; other dtypes on any row.
-    const int64_t align = w.dtype == DType::kF8E4M3 ? w.block_rows : 8;
+    // Slices start on a packed tile or an FP8 scale block; others on any row.
+    const int64_t align = w.layout == WeightLayout::kBf16Tiles32 ? kPackedTileRows
+                          : w.dtype == DType::kF8E4M3            ? w.block_rows
+                                                                 : 8;
     const int64_t macs_per_row = std::max<int64_t>(1, args.m * w.cols);
     int64_t rows = std::max<int64_t>(align, kSliceMacs / macs_per_row / align * align);
     for (int64_t r0 = 0; r0 < w.rows; r0 += rows) {

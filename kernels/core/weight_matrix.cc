@@ -3,7 +3,11 @@
 namespace xpd::kernels {
 
 float WeightMatrix::At(int64_t r, int64_t c) const {
-  const int64_t index = r * cols + c;
+  int64_t index = r * cols + c;
+  if (layout == WeightLayout::kBf16Tiles32) {
+    const int64_t tile = r / kPackedTileRows, row = r % kPackedTileRows;
+    index = (tile * cols + c) * kPackedTileRows + (row % 16) * 2 + row / 16;
+  }
   switch (dtype) {
     case DType::kF32:
       return static_cast<const float*>(data)[index];

@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -223,8 +224,62 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
+// Packed tile (see matmul_tiles.h), one half line at a time: words 0-7 hold
+// rows 0-7 and 16-23, words 8-15 rows 8-15 and 24-31. Each output's FMA chain
+// is the same as in the AVX-512 kernel, so the two agree bit for bit.
+inline void StorePackedGroup(const PackedTileArgs& t, float* y, int first_row, __m256 acc) {
+  const int valid = std::clamp(t.cols - first_row, 0, kLanes);
+  if (valid == 0) return;
+  const __m256i mask = TailMask(valid);
+  if (t.accumulate) acc = _mm256_add_ps(_mm256_maskload_ps(y + first_row, mask), acc);
+  _mm256_maskstore_ps(y + first_row, mask, acc);
+}
+
+template <int A>
+void PackedTile(const PackedTileArgs& t) {
+  const __m256i high_halves = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  for (int half = 0; half < 2; ++half) {
+    __m256 lo[A], hi[A];
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
+    const uint16_t* w = t.w + half * 16;
+    // The second half re-reads lines the first brought in.
+    const int64_t ahead = half == 0 ? t.prefetch_ahead / sizeof(uint16_t) : 0;
+    for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
+      if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(w + ahead), _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256 w_lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+      const __m256 w_hi = _mm256_castsi256_ps(_mm256_and_si256(v, high_halves));
+#pragma GCC unroll 4
+      for (int a = 0; a < A; ++a) {
+        const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
+        lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
+        hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int a = 0; a < A; ++a) {
+      StorePackedGroup(t, t.y[a], half * kLanes, lo[a]);
+      StorePackedGroup(t, t.y[a], 16 + half * kLanes, hi[a]);
+    }
+  }
+}
+
+constexpr PackedKernels BuildPackedKernels() {
+  PackedKernels p;
+  p.max_a = 4;  // 4 x 2 accumulators + 2 W vectors + 1 x + mask = 12 ymm
+  p.fn[0] = &PackedTile<1>;
+  p.fn[1] = &PackedTile<2>;
+  p.fn[2] = &PackedTile<3>;
+  p.fn[3] = &PackedTile<4>;
+  return p;
+}
+
+constexpr PackedKernels kPackedKernels = BuildPackedKernels();
+
 }  // namespace
 
 const TileKernels& Avx2TileKernels() { return kKernels; }
+const PackedKernels& Avx2PackedKernels() { return kPackedKernels; }
 
 }  // namespace xpd::kernels::matmul_internal

@@ -315,8 +315,61 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
+// Packed tile: lanes are W rows, so each k step widens one 64-byte line into
+// rows 0-15 (low halves of the words) and 16-31 (high halves) and broadcasts
+// one x value per row of x. No horizontal sums; y is written once at the end.
+template <int A>
+void PackedTile(const PackedTileArgs& t) {
+  const float* x[A];
+#pragma GCC unroll 12
+  for (int a = 0; a < A; ++a) x[a] = t.x[a];
+  __m512 lo[A], hi[A];
+#pragma GCC unroll 12
+  for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
+  const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  const uint16_t* w = t.w;
+  const int64_t ahead = t.prefetch_ahead / sizeof(uint16_t);
+  for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
+    if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(w + ahead), _MM_HINT_T0);
+    const __m512i v = _mm512_loadu_si512(w);
+    const __m512 w_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    const __m512 w_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_halves));
+#pragma GCC unroll 12
+    for (int a = 0; a < A; ++a) {
+      const __m512 xv = _mm512_set1_ps(x[a][kk]);
+      lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
+      hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
+    }
+  }
+  const __mmask16 m_lo = _cvtu32_mask16(t.cols >= 16 ? 0xffffu : (1u << t.cols) - 1u);
+  const __mmask16 m_hi = _cvtu32_mask16(t.cols >= 32  ? 0xffffu
+                                        : t.cols > 16 ? (1u << (t.cols - 16)) - 1u
+                                                      : 0u);
+#pragma GCC unroll 12
+  for (int a = 0; a < A; ++a) {
+    float* y = t.y[a];
+    if (t.accumulate) {
+      lo[a] = _mm512_add_ps(_mm512_maskz_loadu_ps(m_lo, y), lo[a]);
+      hi[a] = _mm512_add_ps(_mm512_maskz_loadu_ps(m_hi, y + 16), hi[a]);
+    }
+    _mm512_mask_storeu_ps(y, m_lo, lo[a]);
+    _mm512_mask_storeu_ps(y + 16, m_hi, hi[a]);
+  }
+}
+
+constexpr PackedKernels BuildPackedKernels() {
+  PackedKernels p;
+  p.max_a = kMaxPackedA;  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm
+  [&]<int... I>(std::integer_sequence<int, I...>) { ((p.fn[I] = &PackedTile<I + 1>), ...); }
+  (std::make_integer_sequence<int, kMaxPackedA>{});
+  return p;
+}
+
+constexpr PackedKernels kPackedKernels = BuildPackedKernels();
+
 }  // namespace
 
 const TileKernels& Avx512TileKernels() { return kKernels; }
+const PackedKernels& Avx512PackedKernels() { return kPackedKernels; }
 
 }  // namespace xpd::kernels::matmul_internal

@@ -18,7 +18,8 @@ enum class Isa : uint8_t { kAvx2, kAvx512, kAvx512Bf16 };
 Isa DetectIsa();
 // The level MatMulCpu uses: DetectIsa() capped at kAvx512 unless the
 // environment sets XPD_MATMUL_BF16=dot. kAvx512Bf16 only changes kBF16
-// precision (vdpbf16ps instead of widening to f32 + FMA); on the Sapphire
+// precision on row-major BF16 weights (vdpbf16ps instead of widening to f32 +
+// FMA; packed weights always take the FMA path); on the Sapphire
 // Rapids VM this was tuned on, vdpbf16ps ran 10-15% slower than the FMA path,
 // and unlike it flushes denormals. Read once, so a process never mixes paths.
 Isa DefaultIsa();

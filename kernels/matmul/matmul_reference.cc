@@ -29,6 +29,10 @@ absl::Status ValidateMatMulArgs(const MatMulArgs& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: y_stride ", args.y_stride, " < n = ", w.rows));
   }
+  if (w.layout == WeightLayout::kBf16Tiles32 && w.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("MatMul: packed tiles need BF16 weights, got ",
+                                                   std::string(DTypeName(w.dtype))));
+  }
   if (w.dtype == DType::kF8E4M3) {
     if (w.block_scales == nullptr) {
       return absl::InvalidArgumentError("MatMul: F8_E4M3 weight without block_scales");

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "kernels/core/dtype.h"
 #include "kernels/matmul/matmul_internal.h"
+#include "kernels/matmul/weight_packing.h"
 
 namespace xpd::kernels {
 namespace {
@@ -25,6 +26,7 @@ struct TestWeights {
   std::vector<uint16_t> bf16;
   std::vector<uint8_t> f8;
   std::vector<float> scales;
+  PackedWeight packed;  // set when the view is packed (owns its data)
   WeightMatrix view;
 };
 
@@ -88,17 +90,31 @@ std::vector<Isa> IsasToTest() {
 struct Case {
   DType dtype;
   Precision precision;
+  bool packed = false;  // BF16 packed into tiles, as the model loader does
 };
-const Case kCases[] = {{DType::kF32, Precision::kF32},
-                       {DType::kBF16, Precision::kF32},
-                       {DType::kF8E4M3, Precision::kF32},
-                       {DType::kBF16, Precision::kBF16}};
+const Case kCases[] = {
+    {DType::kF32, Precision::kF32},        {DType::kBF16, Precision::kF32},
+    {DType::kF8E4M3, Precision::kF32},     {DType::kBF16, Precision::kBF16},
+    {DType::kBF16, Precision::kF32, true}, {DType::kBF16, Precision::kBF16, true}};
+
+TestWeights MakeCaseWeights(const Case& c, int64_t n, int64_t k, uint32_t seed,
+                            int block_rows = 128, int block_cols = 128) {
+  TestWeights t = MakeWeights(c.dtype, n, k, seed, block_rows, block_cols);
+  if (c.packed) {
+    absl::StatusOr<PackedWeight> packed = PackBf16Tiles(t.view);
+    EXPECT_TRUE(packed.ok()) << packed.status();
+    t.packed = *std::move(packed);
+    t.view = t.packed.matrix;
+  }
+  return t;
+}
 
 std::string Describe(Isa isa, const Case& c, int64_t m, const WeightMatrix& w) {
-  return std::string(IsaName(isa)) + " " + std::string(DTypeName(c.dtype)) +
-         (c.precision == Precision::kBF16 ? " kBF16" : " kF32") + " m=" + std::to_string(m) +
-         " n=" + std::to_string(w.rows) + " k=" + std::to_string(w.cols) +
-         " block=" + std::to_string(w.block_rows) + "x" + std::to_string(w.block_cols);
+  return std::string(IsaName(isa)) + (c.packed ? " packed " : " ") +
+         std::string(DTypeName(c.dtype)) + (c.precision == Precision::kBF16 ? " kBF16" : " kF32") +
+         " m=" + std::to_string(m) + " n=" + std::to_string(w.rows) +
+         " k=" + std::to_string(w.cols) + " block=" + std::to_string(w.block_rows) + "x" +
+         std::to_string(w.block_cols);
 }
 
 // Runs optimized and reference with the given layout and compares within
@@ -150,14 +166,14 @@ TEST(MatMulTest, MatchesReferenceOnOddShapes) {
   // n covers every remainder modulo the tile widths (6 and 3), m every
   // remainder modulo 4, k multiples and non-multiples of 8/16/32; large k
   // exercises the split of k into cache chunks.
-  const Shape shapes[] = {{1, 1, 1},    {1, 7, 13},     {1, 50, 300}, {2, 6, 16},
-                          {2, 9, 77},   {3, 10, 40},    {4, 13, 129}, {5, 19, 200},
-                          {16, 24, 64}, {37, 23, 257},  {3, 1, 1000}, {1, 29, 31},
-                          {4, 11, 33},  {300, 17, 160}, {9, 7, 2500}, {6, 13, 4200}};
+  const Shape shapes[] = {{1, 1, 1},     {1, 7, 13},   {1, 50, 300},  {2, 6, 16},     {2, 9, 77},
+                          {3, 10, 40},   {4, 13, 129}, {5, 19, 200},  {16, 24, 64},   {37, 23, 257},
+                          {3, 1, 1000},  {1, 29, 31},  {4, 11, 33},   {300, 17, 160}, {9, 7, 2500},
+                          {6, 13, 4200}, {5, 70, 96},  {13, 100, 50}, {1, 64, 20}};
   for (Isa isa : IsasToTest()) {
     for (const Case& c : kCases) {
       for (const Shape& s : shapes) {
-        const TestWeights w = MakeWeights(c.dtype, s.n, s.k, 3);
+        const TestWeights w = MakeCaseWeights(c, s.n, s.k, 3);
         CheckAgainstReference(isa, c, s.m, w.view, 3, OutputMode::kOverwrite, 0, 0);
       }
     }
@@ -181,7 +197,7 @@ TEST(MatMulTest, Fp8BlockShapes) {
 TEST(MatMulTest, AccumulateAndStrides) {
   for (Isa isa : IsasToTest()) {
     for (const Case& c : kCases) {
-      const TestWeights w = MakeWeights(c.dtype, 29, 145, 9, 16, 32);
+      const TestWeights w = MakeCaseWeights(c, 29, 145, 9, 16, 32);
       for (int64_t m : {1, 4, 9}) {
         CheckAgainstReference(isa, c, m, w.view, 3, OutputMode::kAccumulate, 0, 0);
         CheckAgainstReference(isa, c, m, w.view, 3, OutputMode::kOverwrite, 5, 3);
@@ -193,7 +209,7 @@ TEST(MatMulTest, AccumulateAndStrides) {
 
 TEST(MatMulTest, DefaultDispatchMatchesReference) {
   for (const Case& c : kCases) {
-    const TestWeights w = MakeWeights(c.dtype, 40, 333, 13);
+    const TestWeights w = MakeCaseWeights(c, 40, 333, 13);
     CheckAgainstReference(DefaultIsa(), c, 21, w.view, 2, OutputMode::kOverwrite, 0, 0);
     // The public entry point must pick the same path as DefaultIsa().
     const std::vector<float> x = RandomVector(21 * 333, 1);
@@ -215,60 +231,127 @@ TEST(MatMulTest, DefaultDispatchMatchesReference) {
 // y[i][j] must be bitwise the same whatever m is, wherever the row sits and
 // however many threads run: row alone (m = 1, 1 thread) vs inside batches.
 TEST(MatMulTest, BatchInvariantBitwise) {
-  const int64_t n = 29;
-  // k = 2100 is split into cache chunks for big batches.
-  for (int64_t k : {300, 2100}) {
-    for (Isa isa : IsasToTest()) {
-      for (const Case& c : kCases) {
-        const TestWeights w = MakeWeights(c.dtype, n, k, 17);
-        const std::vector<float> x = RandomVector(300 * k, 23);
-        auto run = [&](const std::vector<float>& xs, int64_t m, int threads) {
-          std::vector<float> y(m * n);
-          MatMulArgs args;
-          args.x = xs.data();
-          args.w = &w.view;
-          args.y = y.data();
-          args.m = m;
-          args.precision = c.precision;
-          ThreadPool pool(threads);
-          EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
-          return y;
-        };
-        // Each of the first 37 rows alone.
-        std::vector<std::vector<float>> alone(37);
-        for (int64_t i = 0; i < 37; ++i) {
-          alone[i] = run(std::vector<float>(x.begin() + i * k, x.begin() + (i + 1) * k), 1, 1);
-        }
-        const std::string what = Describe(isa, c, 37, w.view);
-        for (int threads : {1, 2, 3}) {
-          // In a batch of 37, in order.
-          const std::vector<float> batch =
-              run(std::vector<float>(x.begin(), x.begin() + 37 * k), 37, threads);
-          // Reversed inside a batch of 300 (other positions, other tile shapes).
-          std::vector<float> big(x);
+  // n = 70: packed weights span three tiles, the last one partial.
+  for (int64_t n : {29, 70}) {
+    // k = 2100 is split into cache chunks for big batches.
+    for (int64_t k : {300, 2100}) {
+      for (Isa isa : IsasToTest()) {
+        for (const Case& c : kCases) {
+          const TestWeights w = MakeCaseWeights(c, n, k, 17);
+          const std::vector<float> x = RandomVector(300 * k, 23);
+          auto run = [&](const std::vector<float>& xs, int64_t m, int threads) {
+            std::vector<float> y(m * n);
+            MatMulArgs args;
+            args.x = xs.data();
+            args.w = &w.view;
+            args.y = y.data();
+            args.m = m;
+            args.precision = c.precision;
+            ThreadPool pool(threads);
+            EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+            return y;
+          };
+          // Each of the first 37 rows alone.
+          std::vector<std::vector<float>> alone(37);
           for (int64_t i = 0; i < 37; ++i) {
-            std::copy(x.begin() + i * k, x.begin() + (i + 1) * k, big.begin() + (299 - i) * k);
+            alone[i] = run(std::vector<float>(x.begin() + i * k, x.begin() + (i + 1) * k), 1, 1);
           }
-          const std::vector<float> big_y = run(big, 300, threads);
-          for (int64_t i = 0; i < 37; ++i) {
-            ASSERT_EQ(std::memcmp(alone[i].data(), &batch[i * n], n * sizeof(float)), 0)
-                << what << " threads=" << threads << " row " << i;
-            ASSERT_EQ(std::memcmp(alone[i].data(), &big_y[(299 - i) * n], n * sizeof(float)), 0)
-                << what << " threads=" << threads << " row " << i << " at " << 299 - i;
-          }
-          // Small batches use the in-register widening path; check m = 2..5 too.
-          for (int64_t m = 2; m <= 5; ++m) {
-            const std::vector<float> small =
-                run(std::vector<float>(x.begin() + 10 * k, x.begin() + (10 + m) * k), m, threads);
-            for (int64_t i = 0; i < m; ++i) {
-              ASSERT_EQ(std::memcmp(alone[10 + i].data(), &small[i * n], n * sizeof(float)), 0)
-                  << what << " m=" << m << " row " << i;
+          const std::string what = Describe(isa, c, 37, w.view);
+          for (int threads : {1, 2, 3}) {
+            // In a batch of 37, in order.
+            const std::vector<float> batch =
+                run(std::vector<float>(x.begin(), x.begin() + 37 * k), 37, threads);
+            // Reversed inside a batch of 300 (other positions, other tile shapes).
+            std::vector<float> big(x);
+            for (int64_t i = 0; i < 37; ++i) {
+              std::copy(x.begin() + i * k, x.begin() + (i + 1) * k, big.begin() + (299 - i) * k);
+            }
+            const std::vector<float> big_y = run(big, 300, threads);
+            for (int64_t i = 0; i < 37; ++i) {
+              ASSERT_EQ(std::memcmp(alone[i].data(), &batch[i * n], n * sizeof(float)), 0)
+                  << what << " threads=" << threads << " row " << i;
+              ASSERT_EQ(std::memcmp(alone[i].data(), &big_y[(299 - i) * n], n * sizeof(float)), 0)
+                  << what << " threads=" << threads << " row " << i << " at " << 299 - i;
+            }
+            // Small batches use the in-register widening path; check m = 2..5 too.
+            for (int64_t m = 2; m <= 5; ++m) {
+              const std::vector<float> small =
+                  run(std::vector<float>(x.begin() + 10 * k, x.begin() + (10 + m) * k), m, threads);
+              for (int64_t i = 0; i < m; ++i) {
+                ASSERT_EQ(std::memcmp(alone[10 + i].data(), &small[i * n], n * sizeof(float)), 0)
+                    << what << " m=" << m << " row " << i;
+              }
             }
           }
         }
       }
     }
   }
+}
+
+// Packed weights: each output is one FMA chain over k, so the AVX2 and
+// AVX-512 kernels must agree bit for bit (unlike the row-major kernels).
+TEST(MatMulTest, PackedIsBitwiseTheSameOnEveryIsa) {
+  if (DetectIsa() < Isa::kAvx512) GTEST_SKIP() << "needs AVX-512 to compare against AVX2";
+  for (const Case& c :
+       {Case{DType::kBF16, Precision::kF32, true}, Case{DType::kBF16, Precision::kBF16, true}}) {
+    const TestWeights w = MakeCaseWeights(c, 75, 333, 19);
+    for (int64_t m : {1, 5, 13, 40}) {
+      const std::vector<float> x = RandomVector(m * 333, 29);
+      auto run = [&](Isa isa) {
+        std::vector<float> y(m * 75);
+        MatMulArgs args{
+            .x = x.data(), .w = &w.view, .y = y.data(), .m = m, .precision = c.precision};
+        ThreadPool pool(2);
+        EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+        return y;
+      };
+      const std::vector<float> avx2 = run(Isa::kAvx2), avx512 = run(Isa::kAvx512);
+      EXPECT_EQ(std::memcmp(avx2.data(), avx512.data(), avx2.size() * sizeof(float)), 0)
+          << Describe(Isa::kAvx512, c, m, w.view);
+    }
+  }
+}
+
+TEST(WeightPackingTest, KeepsEveryValueAndZeroPadsTheLastTile) {
+  for (int64_t n : {1, 16, 17, 32, 33, 70}) {
+    const TestWeights w = MakeWeights(DType::kBF16, n, 37, 31);
+    absl::StatusOr<PackedWeight> packed = PackBf16Tiles(w.view);
+    ASSERT_TRUE(packed.ok()) << packed.status();
+    const WeightMatrix& p = packed->matrix;
+    EXPECT_EQ(p.layout, WeightLayout::kBf16Tiles32);
+    EXPECT_EQ(p.rows, n);
+    EXPECT_EQ(p.cols, 37);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < 37; ++c) ASSERT_EQ(p.At(r, c), w.view.At(r, c)) << r << "," << c;
+    }
+    const int64_t padded = (n + 31) / 32 * 32;
+    EXPECT_EQ(StoredBytes(p), padded * 37 * 2);
+    EXPECT_EQ(StoredBytes(w.view), n * 37 * 2);
+    // Rows past n in the last tile read as zero (the layout's padding).
+    WeightMatrix padded_view = p;
+    padded_view.rows = padded;
+    for (int64_t r = n; r < padded; ++r) {
+      for (int64_t c = 0; c < 37; ++c) ASSERT_EQ(padded_view.At(r, c), 0.0f);
+    }
+    // Row r, column c sits where the layout comment says.
+    const auto* words = static_cast<const uint16_t*>(p.data);
+    const int64_t r = n - 1, c = 36;
+    EXPECT_EQ(words[((r / 32) * 37 + c) * 32 + (r % 16) * 2 + (r % 32) / 16], w.bf16[r * 37 + c]);
+  }
+}
+
+TEST(WeightPackingTest, RejectsWhatItCannotPack) {
+  const TestWeights f32 = MakeWeights(DType::kF32, 4, 8, 1);
+  absl::StatusOr<PackedWeight> s = PackBf16Tiles(f32.view);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("row-major BF16"), std::string::npos) << s.status();
+  const TestWeights bf16 = MakeWeights(DType::kBF16, 4, 8, 1);
+  absl::StatusOr<PackedWeight> once = PackBf16Tiles(bf16.view);
+  ASSERT_TRUE(once.ok());
+  s = PackBf16Tiles(once->matrix);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.status().message().find("already packed"), std::string::npos) << s.status();
 }
 
 TEST(MatMulTest, EmptyDimensions) {
@@ -359,6 +442,11 @@ TEST(MatMulTest, ValidationErrors) {
   a = base();
   a.w = &no_data;
   expect_invalid(a, "weight data is null");
+  WeightMatrix packed_f32 = f32.view;
+  packed_f32.layout = WeightLayout::kBf16Tiles32;
+  a = base();
+  a.w = &packed_f32;
+  expect_invalid(a, "packed tiles need BF16 weights, got F32");
 }
 
 }  // namespace

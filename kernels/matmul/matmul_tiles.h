@@ -62,6 +62,36 @@ struct TileKernels {
 const TileKernels& Avx2TileKernels();
 const TileKernels& Avx512TileKernels();  // only callable after a CPU check
 
+// Packed BF16 weights (WeightLayout::kBf16Tiles32): one call computes up to
+// 32 outputs (one W tile) for A x rows. Every output is one FMA chain over k
+// in order, starting from zero, so results depend on nothing but k: not on A,
+// the tile's position, the thread split or the ISA (AVX2 and AVX-512 agree
+// bit for bit). Lanes run over W rows, so there is no horizontal sum.
+inline constexpr int kMaxPackedA = 12;
+
+struct PackedTileArgs {
+  const float* x[kMaxPackedA];  // f32 rows (already rounded for kBF16)
+  float* y[kMaxPackedA];        // &y[row][first output of the tile]
+  const uint16_t* w = nullptr;  // the tile: k lines of 32 bf16 (64 bytes)
+  int64_t k = 0;
+  int cols = 0;  // valid outputs in this tile, 1..32 (the rest are padding)
+  bool accumulate = false;
+  // Memory-bound (few x rows) calls prefetch the line this many bytes ahead
+  // of each one read, past page boundaries where the hardware prefetcher
+  // stops; the tiles of a thread's slice are contiguous, so this runs on
+  // into the next tile. 0: no prefetch.
+  int64_t prefetch_ahead = 0;
+};
+using PackedTileFn = void (*)(const PackedTileArgs&);
+
+struct PackedKernels {
+  int max_a = 0;
+  PackedTileFn fn[kMaxPackedA] = {};  // null past max_a
+};
+
+const PackedKernels& Avx2PackedKernels();
+const PackedKernels& Avx512PackedKernels();  // only callable after a CPU check
+
 // Internal linkage on purpose: each kernel file gets its own copy, compiled
 // for its ISA (see the top of this file).
 namespace {

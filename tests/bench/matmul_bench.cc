@@ -23,6 +23,7 @@
 #include "kernels/core/thread_pool.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/matmul/matmul_internal.h"
+#include "kernels/matmul/weight_packing.h"
 
 namespace xpd::kernels {
 namespace {
@@ -53,10 +54,10 @@ struct WeightSet {
   int64_t matrix_bytes = 0;
 };
 
-std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, int64_t n, int64_t k, int copies) {
+std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, bool packed, int64_t n, int64_t k,
+                                         int copies) {
   auto set = std::make_unique<WeightSet>();
   set->matrix_bytes = n * k * DTypeSize(dtype);
-  set->bytes.resize(set->matrix_bytes * copies);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<uint8_t> one(set->matrix_bytes);
@@ -68,13 +69,23 @@ std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, int64_t n, int64_t k, int 
       one[i] = F32ToF8E4M3(normal(rng) * 64.0f);
     }
   }
-  for (int c = 0; c < copies; ++c) {
-    std::memcpy(set->bytes.data() + c * set->matrix_bytes, one.data(), one.size());
-  }
   WeightMatrix w;
   w.dtype = dtype;
   w.rows = n;
   w.cols = k;
+  w.data = one.data();
+  if (packed) {  // what the model loader does with BF16 weights
+    absl::StatusOr<PackedWeight> p = PackBf16Tiles(w);
+    if (!p.ok()) std::abort();
+    w = p->matrix;
+    set->matrix_bytes = StoredBytes(w);
+    const auto* begin = static_cast<const uint8_t*>(w.data);
+    one.assign(begin, begin + set->matrix_bytes);
+  }
+  set->bytes.resize(set->matrix_bytes * copies);
+  for (int c = 0; c < copies; ++c) {
+    std::memcpy(set->bytes.data() + c * set->matrix_bytes, one.data(), one.size());
+  }
   if (dtype == DType::kF8E4M3) {
     set->scales.assign(((n + 127) / 128) * ((k + 127) / 128), 1.0f / 64);
     w.block_scales = set->scales.data();
@@ -88,13 +99,13 @@ std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, int64_t n, int64_t k, int 
 
 using matmul_internal::Isa;
 
-void BM_MatMul(benchmark::State& state, DType dtype, Precision precision, Isa isa, int64_t m,
-               int64_t k, int64_t n) {
+void BM_MatMul(benchmark::State& state, DType dtype, bool packed, Precision precision, Isa isa,
+               int64_t m, int64_t k, int64_t n) {
   const int64_t matrix_bytes = n * k * DTypeSize(dtype);
   // Prefill reuses one copy (compute bound); decode rotates through copies.
   const int copies =
       m >= 64 ? 1 : static_cast<int>(std::max<int64_t>(1, ColdBytes() / matrix_bytes));
-  const auto set = MakeWeightSet(dtype, n, k, copies);
+  const auto set = MakeWeightSet(dtype, packed, n, k, copies);
   std::vector<float> x(m * k), y(m * n);
   std::mt19937 rng(2);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -172,15 +183,21 @@ void RegisterAll() {
   struct Variant {
     const char* name;
     DType dtype;
+    bool packed;
     Precision precision;
     Isa isa;
   };
-  // What MatMulCpu runs, plus kBF16 forced onto vdpbf16ps for comparison.
+  // BF16 packed is what the model runs (weights packed at load); the
+  // row-major BF16 rows are the baseline it is measured against in the same
+  // run, plus kBF16 forced onto vdpbf16ps (row-major only) for comparison.
   const Isa def = matmul_internal::DefaultIsa();
-  const Variant variants[] = {{"BF16w_F32", DType::kBF16, Precision::kF32, def},
-                              {"BF16w_BF16", DType::kBF16, Precision::kBF16, def},
-                              {"BF16w_BF16dot", DType::kBF16, Precision::kBF16, Isa::kAvx512Bf16},
-                              {"FP8w_F32", DType::kF8E4M3, Precision::kF32, def}};
+  const Variant variants[] = {
+      {"BF16packed_F32", DType::kBF16, true, Precision::kF32, def},
+      {"BF16packed_BF16", DType::kBF16, true, Precision::kBF16, def},
+      {"BF16w_F32", DType::kBF16, false, Precision::kF32, def},
+      {"BF16w_BF16", DType::kBF16, false, Precision::kBF16, def},
+      {"BF16w_BF16dot", DType::kBF16, false, Precision::kBF16, Isa::kAvx512Bf16},
+      {"FP8w_F32", DType::kF8E4M3, false, Precision::kF32, def}};
   // Best-of-repetitions statistic: on a shared machine the fastest run is the
   // one least disturbed by other processes (use --benchmark_repetitions=N).
   auto max_of = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
@@ -192,8 +209,8 @@ void RegisterAll() {
       for (const Shape& s : shapes) {
         const std::string name = std::string("MatMul/") + v.name + "/m:" + std::to_string(m) +
                                  "/k:" + std::to_string(s.k) + "/n:" + std::to_string(s.n);
-        auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, v.dtype, v.precision, v.isa,
-                                               m, s.k, s.n);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_MatMul, v.dtype, v.packed,
+                                               v.precision, v.isa, m, s.k, s.n);
         // One thread: rates over its CPU time, i.e. per-core kernel throughput
         // even when other processes share the cores.
         if (Threads() > 1) b->UseRealTime();
