@@ -185,6 +185,7 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   t.k = p.k;
   t.accumulate = args.output == OutputMode::kAccumulate;
   t.prefetch_ahead = rows <= kPrefetchMaxRows ? kPackedPrefetchBytes : 0;
+  const int64_t tile_bytes = p.k * kPackedTileRows * static_cast<int64_t>(sizeof(uint16_t));
   const auto* w = static_cast<const uint16_t*>(args.w->data);
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
@@ -196,6 +197,10 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
         t.x[a] = static_cast<const float*>(x_rows[i + a]);
         t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
       }
+      // Bigger blocks: the first x tile fetches the next W tile, one line per
+      // k step, while the block's other x tiles reuse this one from L2
+      // (matmul_bench: m = 48 +10-40%, m = 512 +5-20%).
+      if (rows > kPrefetchMaxRows) t.prefetch_ahead = i == 0 ? tile_bytes : 0;
       pk.fn[na - 1](t);
     }
   }

@@ -76,10 +76,11 @@ struct PackedTileArgs {
   int64_t k = 0;
   int cols = 0;  // valid outputs in this tile, 1..32 (the rest are padding)
   bool accumulate = false;
-  // Memory-bound (few x rows) calls prefetch the line this many bytes ahead
-  // of each one read, past page boundaries where the hardware prefetcher
-  // stops; the tiles of a thread's slice are contiguous, so this runs on
-  // into the next tile. 0: no prefetch.
+  // Each k step prefetches the line this many bytes past the one it reads
+  // (0: none). The tiles of a thread's slice are contiguous, so the driver
+  // uses it both to run a few KB ahead of a memory-bound stream (past the
+  // page boundaries where the hardware prefetcher stops) and to fetch the
+  // whole next tile while a compute-bound block works on this one.
   int64_t prefetch_ahead = 0;
 };
 using PackedTileFn = void (*)(const PackedTileArgs&);
