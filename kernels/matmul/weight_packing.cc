@@ -1,5 +1,6 @@
 #include "kernels/matmul/weight_packing.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,12 +31,15 @@ absl::StatusOr<PackedWeight> PackBf16Tiles(const WeightMatrix& w) {
     const int64_t r0 = tile * kPackedTileRows;
     const int64_t valid = std::min<int64_t>(kPackedTileRows, w.rows - r0);
     if (valid < kPackedTileRows) std::memset(out, 0, kPackedTileRows * w.cols * sizeof(uint16_t));
-    // Row by row: each source row is read once, sequentially; the 64-byte
-    // lines it scatters into stay cached across the 32 rows of the tile.
-    for (int64_t j = 0; j < valid; ++j) {
-      const uint16_t* row = src + (r0 + j) * w.cols;
-      uint16_t* lane = out + (j % 16) * 2 + j / 16;
-      for (int64_t c = 0; c < w.cols; ++c) lane[c * kPackedTileRows] = row[c];
+    // 64 columns at a time: their 64 output lines (4 KB) stay in L1 while
+    // the 32 source rows are read sequentially, 128 bytes each.
+    for (int64_t c0 = 0; c0 < w.cols; c0 += 64) {
+      const int64_t c1 = std::min<int64_t>(w.cols, c0 + 64);
+      for (int64_t j = 0; j < valid; ++j) {
+        const uint16_t* row = src + (r0 + j) * w.cols;
+        uint16_t* lane = out + (j % 16) * 2 + j / 16;
+        for (int64_t c = c0; c < c1; ++c) lane[c * kPackedTileRows] = row[c];
+      }
     }
   }
   PackedWeight packed;
