@@ -94,7 +94,7 @@ struct Loader {
   }
 
   static absl::StatusOr<Linear> Packed(const WeightMatrix& matrix, const std::string& prefix) {
-    absl::StatusOr<kernels::PackedWeight> packed = kernels::PackBf16Tiles(matrix);
+    absl::StatusOr<kernels::PackedWeight> packed = kernels::PackTiles(matrix);
     if (!packed.ok()) {
       return absl::Status(packed.status().code(),
                           absl::StrCat(prefix, ".weight: ", packed.status().message()));

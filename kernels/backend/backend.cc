@@ -148,9 +148,9 @@ absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
   for (const MatMulArgs& args : problems) {
     const WeightMatrix& w = *args.w;
     // Slices start on a packed tile or an FP8 scale block; others on any row.
-    const int64_t align = w.layout == WeightLayout::kBf16Tiles32 ? kPackedTileRows
-                          : w.dtype == DType::kF8E4M3            ? w.block_rows
-                                                                 : 8;
+    const int64_t align = IsPacked(w.layout)          ? kPackedTileRows
+                          : w.dtype == DType::kF8E4M3 ? w.block_rows
+                                                      : 8;
     const int64_t macs_per_row = std::max<int64_t>(1, args.m * w.cols);
     int64_t rows = std::max<int64_t>(align, kSliceMacs / macs_per_row / align * align);
     for (int64_t r0 = 0; r0 < w.rows; r0 += rows) {

@@ -4,9 +4,10 @@ namespace xpd::kernels {
 
 float WeightMatrix::At(int64_t r, int64_t c) const {
   int64_t index = r * cols + c;
-  if (layout == WeightLayout::kBf16Tiles32) {
+  if (IsPacked(layout)) {
     const int64_t tile = r / kPackedTileRows, row = r % kPackedTileRows;
-    index = (tile * cols + c) * kPackedTileRows + (row % 16) * 2 + row / 16;
+    const int64_t lane = layout == WeightLayout::kBf16Tiles32 ? (row % 16) * 2 + row / 16 : row;
+    index = (tile * cols + c) * kPackedTileRows + lane;
   }
   switch (dtype) {
     case DType::kF32:

@@ -13,15 +13,17 @@ namespace xpd::kernels {
 // scale grid [ceil(rows / block_rows), ceil(cols / block_cols)] row-major;
 // edge blocks may be partial. The view never owns memory (data may be mmap'ed).
 //
-// kBf16Tiles32 is the layout BF16 weights are packed into at load for the
-// matmul kernels: rows in tiles of 32 (the last one zero-padded), each tile
-// stored k-major as [cols][32], so a tile is one contiguous stream and every
-// column of it is one 64-byte line. Within a line, 32-bit word w (0..15) holds
-// row w in its low half and row w + 16 in its high half, so that shifting or
+// The packed layouts are what the matmul kernels stream: rows in tiles of 32
+// (the last one zero-padded), each tile stored k-major as [cols][32], so a
+// tile is one contiguous stream and each of its columns one line (64 bytes of
+// BF16, 128 of F32). kF32Tiles32 stores row r of the tile at lane r. In
+// kBf16Tiles32 (BF16 weights, packed at load), 32-bit word w (0..15) holds row
+// w in its low half and row w + 16 in its high half, so that shifting or
 // masking a vector of words widens 16 consecutive rows to f32. A row slice
 // starting on a tile boundary is still `data + first * cols` elements.
-enum class WeightLayout : uint8_t { kRowMajor, kBf16Tiles32 };
+enum class WeightLayout : uint8_t { kRowMajor, kBf16Tiles32, kF32Tiles32 };
 inline constexpr int64_t kPackedTileRows = 32;
+inline bool IsPacked(WeightLayout layout) { return layout != WeightLayout::kRowMajor; }
 
 struct WeightMatrix {
   DType dtype = DType::kBF16;

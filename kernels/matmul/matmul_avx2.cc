@@ -224,9 +224,27 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
-// Packed tile (see matmul_tiles.h), one half line at a time: words 0-7 hold
-// rows 0-7 and 16-23, words 8-15 rows 8-15 and 24-31. Each output's FMA chain
-// is the same as in the AVX-512 kernel, so the two agree bit for bit.
+// Packed tile (see matmul_tiles.h), one half line at a time: half h holds
+// rows 8h..8h+7 and 16+8h..16+8h+7 (for BF16, the low and high halves of
+// words 8h..8h+7). Each output's FMA chain is the same as in the AVX-512
+// kernel, so the two agree bit for bit.
+struct Bf16Lines {
+  using Elem = uint16_t;
+  static void Load(const uint16_t* line, int half, __m256& lo, __m256& hi) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + half * 16));
+    lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    hi = _mm256_castsi256_ps(
+        _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u))));
+  }
+};
+struct F32Lines {
+  using Elem = float;
+  static void Load(const float* line, int half, __m256& lo, __m256& hi) {
+    lo = _mm256_loadu_ps(line + half * kLanes);
+    hi = _mm256_loadu_ps(line + 16 + half * kLanes);
+  }
+};
+
 inline void StorePackedGroup(const PackedTileArgs& t, float* y, int first_row, __m256 acc) {
   const int valid = std::clamp(t.cols - first_row, 0, kLanes);
   if (valid == 0) return;
@@ -235,21 +253,19 @@ inline void StorePackedGroup(const PackedTileArgs& t, float* y, int first_row, _
   _mm256_maskstore_ps(y + first_row, mask, acc);
 }
 
-template <int A>
+template <int A, class L>
 void PackedTile(const PackedTileArgs& t) {
-  const __m256i high_halves = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u));
   for (int half = 0; half < 2; ++half) {
     __m256 lo[A], hi[A];
 #pragma GCC unroll 4
     for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
-    const uint16_t* w = t.w + half * 16;
+    const auto* w = static_cast<const typename L::Elem*>(t.w);
     // The second half re-reads lines the first brought in.
-    const int64_t ahead = half == 0 ? t.prefetch_ahead / sizeof(uint16_t) : 0;
+    const int64_t ahead = half == 0 ? t.prefetch_ahead / sizeof(typename L::Elem) : 0;
     for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
       if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(w + ahead), _MM_HINT_T0);
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-      const __m256 w_lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-      const __m256 w_hi = _mm256_castsi256_ps(_mm256_and_si256(v, high_halves));
+      __m256 w_lo, w_hi;
+      L::Load(w, half, w_lo, w_hi);
 #pragma GCC unroll 4
       for (int a = 0; a < A; ++a) {
         const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
@@ -268,10 +284,11 @@ void PackedTile(const PackedTileArgs& t) {
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
   p.max_a = 4;  // 4 x 2 accumulators + 2 W vectors + 1 x + mask = 12 ymm
-  p.fn[0] = &PackedTile<1>;
-  p.fn[1] = &PackedTile<2>;
-  p.fn[2] = &PackedTile<3>;
-  p.fn[3] = &PackedTile<4>;
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((p.fn[kPackedBf16][I] = &PackedTile<I + 1, Bf16Lines>), ...);
+    ((p.fn[kPackedF32][I] = &PackedTile<I + 1, F32Lines>), ...);
+  }
+  (std::make_integer_sequence<int, 4>{});
   return p;
 }
 

@@ -315,10 +315,28 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
-// Packed tile: lanes are W rows, so each k step widens one 64-byte line into
-// rows 0-15 (low halves of the words) and 16-31 (high halves) and broadcasts
-// one x value per row of x. No horizontal sums; y is written once at the end.
-template <int A>
+// Packed-tile line loaders: rows 0-15 and 16-31 of one k-line as f32.
+struct Bf16Lines {  // low / high halves of the 16 words of a 64-byte line
+  using Elem = uint16_t;
+  static void Load(const uint16_t* line, __m512& lo, __m512& hi) {
+    const __m512i v = _mm512_loadu_si512(line);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    hi = _mm512_castsi512_ps(
+        _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
+  }
+};
+struct F32Lines {
+  using Elem = float;
+  static void Load(const float* line, __m512& lo, __m512& hi) {
+    lo = _mm512_loadu_ps(line);
+    hi = _mm512_loadu_ps(line + 16);
+  }
+};
+
+// Packed tile: lanes are W rows, so each k step loads one line as rows 0-15
+// and 16-31 and broadcasts one x value per row of x. No horizontal sums; y
+// is written once at the end.
+template <int A, class L>
 void PackedTile(const PackedTileArgs& t) {
   const float* x[A];
 #pragma GCC unroll 12
@@ -326,14 +344,12 @@ void PackedTile(const PackedTileArgs& t) {
   __m512 lo[A], hi[A];
 #pragma GCC unroll 12
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
-  const __m512i high_halves = _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u));
-  const uint16_t* w = t.w;
-  const int64_t ahead = t.prefetch_ahead / sizeof(uint16_t);
+  const auto* w = static_cast<const typename L::Elem*>(t.w);
+  const int64_t ahead = t.prefetch_ahead / sizeof(typename L::Elem);
   for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
     if (ahead != 0) _mm_prefetch(reinterpret_cast<const char*>(w + ahead), _MM_HINT_T0);
-    const __m512i v = _mm512_loadu_si512(w);
-    const __m512 w_lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
-    const __m512 w_hi = _mm512_castsi512_ps(_mm512_and_si512(v, high_halves));
+    __m512 w_lo, w_hi;
+    L::Load(w, w_lo, w_hi);
 #pragma GCC unroll 12
     for (int a = 0; a < A; ++a) {
       const __m512 xv = _mm512_set1_ps(x[a][kk]);
@@ -360,7 +376,10 @@ void PackedTile(const PackedTileArgs& t) {
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
   p.max_a = kMaxPackedA;  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm
-  [&]<int... I>(std::integer_sequence<int, I...>) { ((p.fn[I] = &PackedTile<I + 1>), ...); }
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((p.fn[kPackedBf16][I] = &PackedTile<I + 1, Bf16Lines>), ...);
+    ((p.fn[kPackedF32][I] = &PackedTile<I + 1, F32Lines>), ...);
+  }
   (std::make_integer_sequence<int, kMaxPackedA>{});
   return p;
 }

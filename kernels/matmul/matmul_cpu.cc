@@ -1,8 +1,9 @@
 // MatMulCpu driver: picks the SIMD level, blocks the problem for the caches,
 // prepares operands (x rounded to bf16, W widened into an f32 panel) and runs
 // register-tile kernels from matmul_avx2.cc / matmul_avx512.cc over a ThreadPool.
-// BF16 weights packed at load (WeightLayout::kBf16Tiles32, what the model
-// runs) take their own path: no panel, one kernel for every m (RunPacked).
+// Packed weights (BF16 packed at load, what the model runs; F32 tiles that
+// attention lays out itself) take their own path: no panel, one kernel for
+// every m (RunPacked).
 // Measured against row-major BF16 in one matmul_bench run (`small`'s shapes,
 // 2 threads): m = 1 22-24 vs 19-21 GB/s, m = 16 176-215 vs 110-129 GFLOP/s,
 // m = 48 164-176 vs 124-136, m = 512 186-226 vs 149-188.
@@ -123,7 +124,8 @@ enum class XMode { kRaw, kRoundF32, kBf16 };
 struct Plan {
   const MatMulArgs* args;
   const TileKernels* kernels;
-  const PackedKernels* packed;  // set for WeightLayout::kBf16Tiles32
+  const PackedKernels* packed;  // set for the packed layouts
+  PackedKind packed_kind;
   int64_t m, n, k, x_stride, y_stride;
   XMode x_mode;
   TileKind direct_kind;  // kernel used on raw weight rows
@@ -185,11 +187,11 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   t.k = p.k;
   t.accumulate = args.output == OutputMode::kAccumulate;
   t.prefetch_ahead = rows <= kPrefetchMaxRows ? kPackedPrefetchBytes : 0;
-  const int64_t tile_bytes = p.k * kPackedTileRows * static_cast<int64_t>(sizeof(uint16_t));
-  const auto* w = static_cast<const uint16_t*>(args.w->data);
+  const int64_t tile_bytes = p.k * kPackedTileRows * DTypeSize(args.w->dtype);
+  const auto* w = static_cast<const char*>(args.w->data);
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
-    t.w = w + j0 * p.k;
+    t.w = w + jt * tile_bytes;
     t.cols = static_cast<int>(std::min<int64_t>(kPackedTileRows, p.n - j0));
     for (int64_t i = 0; i < rows; i += pk.max_a) {
       const int na = static_cast<int>(std::min<int64_t>(pk.max_a, rows - i));
@@ -201,7 +203,7 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
       // k step, while the block's other x tiles reuse this one from L2
       // (matmul_bench: m = 48 +10-40%, m = 512 +5-20%).
       if (rows > kPrefetchMaxRows) t.prefetch_ahead = i == 0 ? tile_bytes : 0;
-      pk.fn[na - 1](t);
+      pk.fn[p.packed_kind][na - 1](t);
     }
   }
 }
@@ -373,8 +375,9 @@ absl::Status MatMulCpuIsa(const MatMulArgs& args, ThreadPool& pool, Isa isa) {
   if (p.m == 0 || p.n == 0) return absl::OkStatus();
   const TileKernels& kt = *p.kernels;
 
-  if (w.layout == WeightLayout::kBf16Tiles32) {
+  if (IsPacked(w.layout)) {
     p.packed = isa == Isa::kAvx2 ? &Avx2PackedKernels() : &Avx512PackedKernels();
+    p.packed_kind = w.layout == WeightLayout::kBf16Tiles32 ? kPackedBf16 : kPackedF32;
     p.x_mode = args.precision == Precision::kF32 ? XMode::kRaw : XMode::kRoundF32;
     RunPacked(p, pool);
     return absl::OkStatus();

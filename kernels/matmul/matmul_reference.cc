@@ -29,9 +29,11 @@ absl::Status ValidateMatMulArgs(const MatMulArgs& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: y_stride ", args.y_stride, " < n = ", w.rows));
   }
-  if (w.layout == WeightLayout::kBf16Tiles32 && w.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul: packed tiles need BF16 weights, got ",
-                                                   std::string(DTypeName(w.dtype))));
+  const DType packed_dtype = w.layout == WeightLayout::kBf16Tiles32 ? DType::kBF16 : DType::kF32;
+  if (IsPacked(w.layout) && w.dtype != packed_dtype) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: packed tiles need ", std::string(DTypeName(packed_dtype)),
+                     " weights, got ", std::string(DTypeName(w.dtype))));
   }
   if (w.dtype == DType::kF8E4M3) {
     if (w.block_scales == nullptr) {

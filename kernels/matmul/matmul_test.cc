@@ -90,18 +90,19 @@ std::vector<Isa> IsasToTest() {
 struct Case {
   DType dtype;
   Precision precision;
-  bool packed = false;  // BF16 packed into tiles, as the model loader does
+  bool packed = false;  // packed into tiles (BF16 as the model loader does)
 };
 const Case kCases[] = {
     {DType::kF32, Precision::kF32},        {DType::kBF16, Precision::kF32},
     {DType::kF8E4M3, Precision::kF32},     {DType::kBF16, Precision::kBF16},
-    {DType::kBF16, Precision::kF32, true}, {DType::kBF16, Precision::kBF16, true}};
+    {DType::kBF16, Precision::kF32, true}, {DType::kBF16, Precision::kBF16, true},
+    {DType::kF32, Precision::kF32, true}};
 
 TestWeights MakeCaseWeights(const Case& c, int64_t n, int64_t k, uint32_t seed,
                             int block_rows = 128, int block_cols = 128) {
   TestWeights t = MakeWeights(c.dtype, n, k, seed, block_rows, block_cols);
   if (c.packed) {
-    absl::StatusOr<PackedWeight> packed = PackBf16Tiles(t.view);
+    absl::StatusOr<PackedWeight> packed = PackTiles(t.view);
     EXPECT_TRUE(packed.ok()) << packed.status();
     t.packed = *std::move(packed);
     t.view = t.packed.matrix;
@@ -315,8 +316,22 @@ TEST(MatMulTest, PackedIsBitwiseTheSameOnEveryIsa) {
 
 TEST(WeightPackingTest, KeepsEveryValueAndZeroPadsTheLastTile) {
   for (int64_t n : {1, 16, 17, 32, 33, 70}) {
+    const TestWeights f = MakeWeights(DType::kF32, n, 37, 37);
+    absl::StatusOr<PackedWeight> f32 = PackTiles(f.view);
+    ASSERT_TRUE(f32.ok()) << f32.status();
+    EXPECT_EQ(f32->matrix.layout, WeightLayout::kF32Tiles32);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < 37; ++c) {
+        ASSERT_EQ(f32->matrix.At(r, c), f.view.At(r, c)) << r << "," << c;
+        // Row r of a tile is lane r of each column's line.
+        ASSERT_EQ(static_cast<const float*>(f32->matrix.data)[((r / 32) * 37 + c) * 32 + r % 32],
+                  f.f32[r * 37 + c]);
+      }
+    }
+    EXPECT_EQ(StoredBytes(f32->matrix), (n + 31) / 32 * 32 * 37 * 4);
+
     const TestWeights w = MakeWeights(DType::kBF16, n, 37, 31);
-    absl::StatusOr<PackedWeight> packed = PackBf16Tiles(w.view);
+    absl::StatusOr<PackedWeight> packed = PackTiles(w.view);
     ASSERT_TRUE(packed.ok()) << packed.status();
     const WeightMatrix& p = packed->matrix;
     EXPECT_EQ(p.layout, WeightLayout::kBf16Tiles32);
@@ -342,14 +357,16 @@ TEST(WeightPackingTest, KeepsEveryValueAndZeroPadsTheLastTile) {
 }
 
 TEST(WeightPackingTest, RejectsWhatItCannotPack) {
-  const TestWeights f32 = MakeWeights(DType::kF32, 4, 8, 1);
-  absl::StatusOr<PackedWeight> s = PackBf16Tiles(f32.view);
+  const TestWeights f8 = MakeWeights(DType::kF8E4M3, 4, 8, 1);
+  absl::StatusOr<PackedWeight> s = PackTiles(f8.view);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.status().message().find("row-major BF16"), std::string::npos) << s.status();
+  EXPECT_NE(s.status().message().find("row-major BF16 or F32 matrix, got F8_E4M3"),
+            std::string::npos)
+      << s.status();
   const TestWeights bf16 = MakeWeights(DType::kBF16, 4, 8, 1);
-  absl::StatusOr<PackedWeight> once = PackBf16Tiles(bf16.view);
+  absl::StatusOr<PackedWeight> once = PackTiles(bf16.view);
   ASSERT_TRUE(once.ok());
-  s = PackBf16Tiles(once->matrix);
+  s = PackTiles(once->matrix);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.status().message().find("already packed"), std::string::npos) << s.status();
 }
@@ -447,6 +464,10 @@ TEST(MatMulTest, ValidationErrors) {
   a = base();
   a.w = &packed_f32;
   expect_invalid(a, "packed tiles need BF16 weights, got F32");
+  WeightMatrix packed_bf16 = bf16.view;
+  packed_bf16.layout = WeightLayout::kF32Tiles32;
+  a.w = &packed_bf16;
+  expect_invalid(a, "packed tiles need F32 weights, got BF16");
 }
 
 }  // namespace

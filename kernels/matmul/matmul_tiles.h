@@ -62,8 +62,8 @@ struct TileKernels {
 const TileKernels& Avx2TileKernels();
 const TileKernels& Avx512TileKernels();  // only callable after a CPU check
 
-// Packed BF16 weights (WeightLayout::kBf16Tiles32): one call computes up to
-// 32 outputs (one W tile) for A x rows. Every output is one FMA chain over k
+// Packed weights (WeightLayout::kBf16Tiles32, kF32Tiles32): one call computes
+// up to 32 outputs (one W tile) for A x rows. Every output is one FMA chain over k
 // in order, starting from zero, so results depend on nothing but k: not on A,
 // the tile's position, the thread split or the ISA (AVX2 and AVX-512 agree
 // bit for bit). Lanes run over W rows, so there is no horizontal sum.
@@ -72,7 +72,7 @@ inline constexpr int kMaxPackedA = 12;
 struct PackedTileArgs {
   const float* x[kMaxPackedA];  // f32 rows (already rounded for kBF16)
   float* y[kMaxPackedA];        // &y[row][first output of the tile]
-  const uint16_t* w = nullptr;  // the tile: k lines of 32 bf16 (64 bytes)
+  const void* w = nullptr;      // the tile: k lines of 32 weights (bf16 or f32)
   int64_t k = 0;
   int cols = 0;  // valid outputs in this tile, 1..32 (the rest are padding)
   bool accumulate = false;
@@ -85,9 +85,11 @@ struct PackedTileArgs {
 };
 using PackedTileFn = void (*)(const PackedTileArgs&);
 
+enum PackedKind : int { kPackedBf16 = 0, kPackedF32, kNumPackedKinds };
+
 struct PackedKernels {
   int max_a = 0;
-  PackedTileFn fn[kMaxPackedA] = {};  // null past max_a
+  PackedTileFn fn[kNumPackedKinds][kMaxPackedA] = {};  // [kind][A-1], null past max_a
 };
 
 const PackedKernels& Avx2PackedKernels();

@@ -1,6 +1,6 @@
-// Packs BF16 weights once, at load, into the layout the matmul kernels stream
-// (WeightLayout::kBf16Tiles32, see weight_matrix.h): decode then reads each
-// tile as one contiguous stream, and prefill never re-lays-out W per call.
+// Packs weights into the tiles the matmul kernels stream (see WeightLayout in
+// weight_matrix.h): BF16 weights once at load, so that decode reads each tile
+// as one contiguous stream and prefill never re-lays-out W per call.
 #pragma once
 
 #include <memory>
@@ -15,9 +15,9 @@ struct PackedWeight {
   std::shared_ptr<const void> storage;  // owns matrix.data, 64-byte aligned
 };
 
-// `w` must be a row-major BF16 matrix; every value is copied exactly, and the
-// padding rows of the last tile are zero.
-absl::StatusOr<PackedWeight> PackBf16Tiles(const WeightMatrix& w);
+// `w` must be a row-major BF16 (-> kBf16Tiles32) or F32 (-> kF32Tiles32)
+// matrix; every value is copied exactly, and the last tile's padding is zero.
+absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w);
 
 // Bytes the matrix occupies as stored (padding and block scales included).
 int64_t StoredBytes(const WeightMatrix& w);

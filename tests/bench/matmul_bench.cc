@@ -75,7 +75,7 @@ std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, bool packed, int64_t n, in
   w.cols = k;
   w.data = one.data();
   if (packed) {  // what the model loader does with BF16 weights
-    absl::StatusOr<PackedWeight> p = PackBf16Tiles(w);
+    absl::StatusOr<PackedWeight> p = PackTiles(w);
     if (!p.ok()) std::abort();
     w = p->matrix;
     set->matrix_bytes = StoredBytes(w);
