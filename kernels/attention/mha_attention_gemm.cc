@@ -14,30 +14,44 @@ constexpr int64_t kQueryBlock = 128;
 
 // One thread's buffers, reused across its (sequence, head) tasks and calls.
 struct HeadScratch {
-  std::vector<float> keys, values_t, v_compact, scores;
+  std::vector<float> keys, values, scores;
 };
 
 // Attention of one head of one sequence, on the calling thread (`solo` has
-// one thread: the matmuls' results never depend on the thread count).
+// one thread: the matmuls' results never depend on the thread count). K and V
+// are laid out as packed F32 tiles (WeightLayout::kF32Tiles32), so that both
+// products run on the packed kernels: lanes over keys (or value dims), no
+// horizontal sums over the short head dimension.
 absl::Status RunHead(const MhaAttentionArgs& a, const AttentionSequence& seq, int32_t h,
                      ThreadPool& solo, HeadScratch& s) {
+  constexpr int64_t kTile = kPackedTileRows;
   const int64_t qk = a.nope_dim + a.rope_dim, kv_width = a.nope_dim + a.v_dim;
   const int64_t total_keys = seq.start + seq.num_queries;
-  // K_h = [k_nope | k_pe] rows, and V_h^T so that P V is an x * W^T product.
-  s.keys.resize(total_keys * qk);
-  s.values_t.resize(a.v_dim * total_keys);
+  const int64_t key_tiles = (total_keys + kTile - 1) / kTile;
+  const int64_t value_tiles = (a.v_dim + kTile - 1) / kTile;
+  // K_h = [k_nope | k_pe] as tiles of 32 keys; V_h as tiles of 32 value dims
+  // over every key (W rows = value dims, k = keys), each [total_keys][32].
+  s.keys.assign(key_tiles * qk * kTile, 0.0f);
+  s.values.assign(value_tiles * total_keys * kTile, 0.0f);
   for (int64_t t = 0; t < total_keys; ++t) {
     const float* kv = seq.kv + (t * a.heads + h) * kv_width;
-    std::copy_n(kv, a.nope_dim, &s.keys[t * qk]);
-    std::copy_n(seq.k_pe + t * seq.k_pe_stride, a.rope_dim, &s.keys[t * qk + a.nope_dim]);
-    for (int32_t d = 0; d < a.v_dim; ++d) s.values_t[d * total_keys + t] = kv[a.nope_dim + d];
+    const float* pe = seq.k_pe + t * seq.k_pe_stride;
+    float* key = &s.keys[(t / kTile) * qk * kTile + t % kTile];
+    for (int32_t d = 0; d < a.nope_dim; ++d) key[d * kTile] = kv[d];
+    for (int32_t d = 0; d < a.rope_dim; ++d) key[(a.nope_dim + d) * kTile] = pe[d];
+    for (int32_t d = 0; d < a.v_dim; ++d) {
+      s.values[((d / kTile) * total_keys + t) * kTile + d % kTile] = kv[a.nope_dim + d];
+    }
   }
   for (int64_t q0 = 0; q0 < seq.num_queries; q0 += kQueryBlock) {
     const int64_t rows = std::min<int64_t>(kQueryBlock, seq.num_queries - q0);
     const int64_t visible = seq.start + q0 + rows;  // keys the block's last query sees
     s.scores.resize(rows * visible);
-    const WeightMatrix k_matrix{
-        .dtype = DType::kF32, .data = s.keys.data(), .rows = visible, .cols = qk};
+    const WeightMatrix k_matrix{.dtype = DType::kF32,
+                                .layout = WeightLayout::kF32Tiles32,
+                                .data = s.keys.data(),
+                                .rows = visible,
+                                .cols = qk};
     const float* q = a.q + ((seq.query_row + q0) * a.heads + h) * qk;
     absl::Status status = MatMulCpu(
         {.x = q, .x_stride = a.heads * qk, .w = &k_matrix, .y = s.scores.data(), .m = rows}, solo);
@@ -49,25 +63,24 @@ absl::Status RunHead(const MhaAttentionArgs& a, const AttentionSequence& seq, in
       internal::SoftmaxInPlace(row, n);
       std::fill(row + n, row + visible, 0.0f);
     }
-    // Rows of V^T are [v_dim, total_keys]; only the first `visible` columns matter.
-    WeightMatrix v_matrix{
-        .dtype = DType::kF32, .data = s.values_t.data(), .rows = a.v_dim, .cols = visible};
-    if (visible != total_keys) {
-      s.v_compact.resize(a.v_dim * visible);
-      for (int32_t d = 0; d < a.v_dim; ++d) {
-        std::copy_n(&s.values_t[d * total_keys], visible, &s.v_compact[d * visible]);
-      }
-      v_matrix.data = s.v_compact.data();
-    }
+    // One product per value tile: a tile's first `visible` lines are the
+    // keys this block sees.
     float* out = a.out + ((seq.query_row + q0) * a.heads + h) * a.v_dim;
-    status = MatMulCpu({.x = s.scores.data(),
-                        .x_stride = visible,
-                        .w = &v_matrix,
-                        .y = out,
-                        .y_stride = a.heads * a.v_dim,
-                        .m = rows},
-                       solo);
-    if (!status.ok()) return status;
+    for (int64_t vt = 0; vt < value_tiles; ++vt) {
+      const WeightMatrix v_matrix{.dtype = DType::kF32,
+                                  .layout = WeightLayout::kF32Tiles32,
+                                  .data = &s.values[vt * total_keys * kTile],
+                                  .rows = std::min<int64_t>(kTile, a.v_dim - vt * kTile),
+                                  .cols = visible};
+      status = MatMulCpu({.x = s.scores.data(),
+                          .x_stride = visible,
+                          .w = &v_matrix,
+                          .y = out + vt * kTile,
+                          .y_stride = a.heads * a.v_dim,
+                          .m = rows},
+                         solo);
+      if (!status.ok()) return status;
+    }
   }
   return absl::OkStatus();
 }
