@@ -186,8 +186,8 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   PackedTileArgs t;
   t.k = p.k;
   t.accumulate = args.output == OutputMode::kAccumulate;
-  t.prefetch_ahead = rows <= kPrefetchMaxRows ? kPackedPrefetchBytes : 0;
-  const int64_t tile_bytes = p.k * kPackedTileRows * DTypeSize(args.w->dtype);
+  const int64_t line_bytes = kPackedTileRows * DTypeSize(args.w->dtype);
+  const int64_t tile_bytes = p.k * line_bytes;
   const auto* w = static_cast<const char*>(args.w->data);
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
@@ -199,10 +199,16 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
         t.x[a] = static_cast<const float*>(x_rows[i + a]);
         t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
       }
-      // Bigger blocks: the first x tile fetches the next W tile, one line per
-      // k step, while the block's other x tiles reuse this one from L2
-      // (matmul_bench: m = 48 +10-40%, m = 512 +5-20%).
-      if (rows > kPrefetchMaxRows) t.prefetch_ahead = i == 0 ? tile_bytes : 0;
+      if (rows <= kPrefetchMaxRows) {
+        // Memory-bound: run a few KB ahead of the stream, one line per step.
+        t.prefetch = static_cast<const char*>(t.w) + kPackedPrefetchBytes;
+      } else {
+        // Compute-bound: the first x tile fetches the next W tile while the
+        // block's other x tiles reuse this one from L2 (matmul_bench: m = 48
+        // +10-40%, m = 512 +5-20%; spreading the fetch over all x tiles
+        // measured the same).
+        t.prefetch = i == 0 ? static_cast<const char*>(t.w) + tile_bytes : nullptr;
+      }
       pk.fn[p.packed_kind][na - 1](t);
     }
   }

@@ -76,12 +76,13 @@ struct PackedTileArgs {
   int64_t k = 0;
   int cols = 0;  // valid outputs in this tile, 1..32 (the rest are padding)
   bool accumulate = false;
-  // Each k step prefetches the line this many bytes past the one it reads
-  // (0: none). The tiles of a thread's slice are contiguous, so the driver
-  // uses it both to run a few KB ahead of a memory-bound stream (past the
-  // page boundaries where the hardware prefetcher stops) and to fetch the
-  // whole next tile while a compute-bound block works on this one.
-  int64_t prefetch_ahead = 0;
+  // Prefetches consecutive k-lines from `prefetch` on, one every
+  // `prefetch_every` k steps (null: none). The driver uses it to run a few KB
+  // ahead of a memory-bound stream (past the page boundaries where the
+  // hardware prefetcher stops), and to spread the next W tile over the x
+  // tiles of a compute-bound block.
+  const char* prefetch = nullptr;
+  int64_t prefetch_every = 1;
 };
 using PackedTileFn = void (*)(const PackedTileArgs&);
 
