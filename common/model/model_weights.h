@@ -1,7 +1,9 @@
 // Every weight of a DeepSeek-V3 model, checked against the config and made
-// ready for the kernels. Tensors used as stored are views into the mmap'ed
-// checkpoint; conversions (FP8 -> BF16 for BF16 compute, the absorbed MLA
-// matrices) own their memory.
+// ready for the kernels. Projections with BF16 values (stored BF16, or FP8 /
+// F32 converted for BF16 compute) are packed into the matmul kernels' tiles
+// and own their memory, as do the absorbed MLA matrices; everything else
+// (FP8 for f32 compute, norms' sources, the embedding, the router) is a view
+// into the mmap'ed checkpoint.
 #pragma once
 
 #include <functional>

@@ -82,7 +82,8 @@ absl::Status RunBench(const std::vector<std::string>& args) {
     r.sampling.temperature = 0.0f;
   }
   runtime::Generator generator(*session.model, *session.pool);
-  // Warm-up: pages in the mmap'ed weights and the experts a long prompt reaches.
+  // Warm-up: faults in what is still read from the mapping (the embedding,
+  // the router, FP8 weights for f32 compute) and warms the caches.
   std::vector<runtime::GenerateRequest> warmup(requests.begin(), requests.begin() + 1);
   warmup[0].max_tokens = 2;
   XPD_RETURN_IF_ERROR(generator.Generate(warmup).status());
