@@ -81,11 +81,12 @@ struct Loader {
     if (precision == Precision::kBF16 && matrix.dtype != DType::kBF16) {
       const Linear converted =
           Derived(rows, cols, [&](int64_t r, int64_t c) { return matrix.At(r, c); });
+      ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return Packed(converted.matrix, prefix);
     }
     if (matrix.dtype == DType::kBF16) {
       XPD_ASSIGN_OR_RETURN(Linear packed, Packed(matrix, prefix));
-      ReleaseMappedPages(matrix.data, kernels::StoredBytes(matrix));
+      ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return packed;
     }
     Linear linear;
