@@ -230,7 +230,6 @@ constexpr TileKernels kKernels = BuildKernels();
 // kernel, so the two agree bit for bit.
 struct Bf16Lines {
   using Elem = uint16_t;
-  static void Prefetch(const char* line) { _mm_prefetch(line, _MM_HINT_T0); }
   static void Load(const uint16_t* line, int half, __m256& lo, __m256& hi) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + half * 16));
     lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -238,12 +237,8 @@ struct Bf16Lines {
         _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u))));
   }
 };
-struct F32Lines {  // two cache lines per k-line
+struct F32Lines {
   using Elem = float;
-  static void Prefetch(const char* line) {
-    _mm_prefetch(line, _MM_HINT_T0);
-    _mm_prefetch(line + 64, _MM_HINT_T0);
-  }
   static void Load(const float* line, int half, __m256& lo, __m256& hi) {
     lo = _mm256_loadu_ps(line + half * kLanes);
     hi = _mm256_loadu_ps(line + 16 + half * kLanes);
@@ -266,14 +261,9 @@ void PackedTile(const PackedTileArgs& t) {
     for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
     const auto* w = static_cast<const typename L::Elem*>(t.w);
     // The second half re-reads lines the first brought in.
-    const char* pf = half == 0 ? t.prefetch : nullptr;
-    int64_t countdown = 0;
+    PackedLinePrefetch<typename L::Elem> pf(half == 0 ? t.prefetch : nullptr, t.prefetch_every);
     for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-      if (pf != nullptr && --countdown < 0) {
-        L::Prefetch(pf);
-        pf += 32 * sizeof(typename L::Elem);
-        countdown = t.prefetch_every - 1;
-      }
+      pf.Step();
       __m256 w_lo, w_hi;
       L::Load(w, half, w_lo, w_hi);
 #pragma GCC unroll 4

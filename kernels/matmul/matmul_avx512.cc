@@ -318,7 +318,6 @@ constexpr TileKernels kKernels = BuildKernels();
 // Packed-tile line loaders: rows 0-15 and 16-31 of one k-line as f32.
 struct Bf16Lines {  // low / high halves of the 16 words of a 64-byte line
   using Elem = uint16_t;
-  static void Prefetch(const char* line) { _mm_prefetch(line, _MM_HINT_T0); }
   static void Load(const uint16_t* line, __m512& lo, __m512& hi) {
     const __m512i v = _mm512_loadu_si512(line);
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -326,12 +325,8 @@ struct Bf16Lines {  // low / high halves of the 16 words of a 64-byte line
         _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int32_t>(0xffff0000u))));
   }
 };
-struct F32Lines {  // two cache lines per k-line
+struct F32Lines {
   using Elem = float;
-  static void Prefetch(const char* line) {
-    _mm_prefetch(line, _MM_HINT_T0);
-    _mm_prefetch(line + 64, _MM_HINT_T0);
-  }
   static void Load(const float* line, __m512& lo, __m512& hi) {
     lo = _mm512_loadu_ps(line);
     hi = _mm512_loadu_ps(line + 16);
@@ -350,14 +345,9 @@ void PackedTile(const PackedTileArgs& t) {
 #pragma GCC unroll 12
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
   const auto* w = static_cast<const typename L::Elem*>(t.w);
-  const char* pf = t.prefetch;
-  int64_t countdown = 0;
+  PackedLinePrefetch<typename L::Elem> pf(t.prefetch, t.prefetch_every);
   for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-    if (pf != nullptr && --countdown < 0) {
-      L::Prefetch(pf);
-      pf += 32 * sizeof(typename L::Elem);
-      countdown = t.prefetch_every - 1;
-    }
+    pf.Step();
     __m512 w_lo, w_hi;
     L::Load(w, w_lo, w_hi);
 #pragma GCC unroll 12

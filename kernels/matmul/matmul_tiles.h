@@ -121,5 +121,25 @@ class NextTilePrefetch {
   int64_t step_bytes_ = 0;
 };
 
+// Runs PackedTileArgs::prefetch: one k-line (one cache line of BF16, two of
+// F32) every `every` k steps, from `line` on; a null `line` prefetches nothing.
+template <typename Elem>
+class PackedLinePrefetch {
+ public:
+  PackedLinePrefetch(const char* line, int64_t every) : line_(line), every_(every) {}
+  void Step() {
+    if (line_ == nullptr || --countdown_ >= 0) return;
+    _mm_prefetch(line_, _MM_HINT_T0);
+    if constexpr (sizeof(Elem) == 4) _mm_prefetch(line_ + 64, _MM_HINT_T0);
+    line_ += 32 * sizeof(Elem);
+    countdown_ = every_ - 1;
+  }
+
+ private:
+  const char* line_;
+  int64_t every_;
+  int64_t countdown_ = 0;
+};
+
 }  // namespace
 }  // namespace xpd::kernels::matmul_internal
