@@ -224,10 +224,10 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
-// Packed tile (see matmul_tiles.h), one half line at a time: half h holds
-// rows 8h..8h+7 and 16+8h..16+8h+7 (for BF16, the low and high halves of
-// words 8h..8h+7). Each output's FMA chain is the same as in the AVX-512
-// kernel, so the two agree bit for bit.
+// Packed tiles (see matmul_tiles.h). Half h of a line holds rows 8h..8h+7
+// and 16+8h..16+8h+7 (for BF16, the low and high halves of words 8h..8h+7).
+// Each output's FMA chain is the same as in the AVX-512 kernels, so the two
+// ISAs agree bit for bit.
 struct Bf16Lines {
   using Elem = uint16_t;
   static void Load(const uint16_t* line, int half, __m256& lo, __m256& hi) {
@@ -253,11 +253,41 @@ inline void StorePackedGroup(const PackedTileArgs& t, float* y, int first_row, _
   _mm256_maskstore_ps(y + first_row, mask, acc);
 }
 
+// Up to two x rows: the whole line per k step (four accumulators per row),
+// so a GEMV reads each line once and has four FMA chains in flight.
 template <int A, class L>
-void PackedTile(const PackedTileArgs& t) {
+void PackedTileWholeLine(const PackedTileArgs& t) {
+  __m256 acc[A][4];  // rows 0-7, 8-15, 16-23, 24-31
+#pragma GCC unroll 2
+  for (int a = 0; a < A; ++a) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = _mm256_setzero_ps();
+  const auto* w = static_cast<const typename L::Elem*>(t.w);
+  PackedLinePrefetch<typename L::Elem> pf(t.prefetch, t.prefetch_every);
+  for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
+    pf.Step();
+    __m256 wv[4];
+    L::Load(w, 0, wv[0], wv[2]);
+    L::Load(w, 1, wv[1], wv[3]);
+#pragma GCC unroll 2
+    for (int a = 0; a < A; ++a) {
+      const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
+    }
+  }
+#pragma GCC unroll 2
+  for (int a = 0; a < A; ++a) {
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) StorePackedGroup(t, t.y[a], g * kLanes, acc[a][g]);
+  }
+}
+
+// Three or more x rows: half a line per pass (the registers do not hold four
+// accumulators per row), rows 8h..8h+7 and 16+8h..16+8h+7 in pass h.
+template <int A, class L>
+void PackedTileHalfLines(const PackedTileArgs& t) {
   for (int half = 0; half < 2; ++half) {
     __m256 lo[A], hi[A];
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
     const auto* w = static_cast<const typename L::Elem*>(t.w);
     // The second half re-reads lines the first brought in.
@@ -266,14 +296,14 @@ void PackedTile(const PackedTileArgs& t) {
       pf.Step();
       __m256 w_lo, w_hi;
       L::Load(w, half, w_lo, w_hi);
-#pragma GCC unroll 4
+#pragma GCC unroll 6
       for (int a = 0; a < A; ++a) {
         const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
         lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
         hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
       }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 6
     for (int a = 0; a < A; ++a) {
       StorePackedGroup(t, t.y[a], half * kLanes, lo[a]);
       StorePackedGroup(t, t.y[a], 16 + half * kLanes, hi[a]);
@@ -283,12 +313,20 @@ void PackedTile(const PackedTileArgs& t) {
 
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
-  p.max_a = 4;  // 4 x 2 accumulators + 2 W vectors + 1 x + mask = 12 ymm
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    ((p.fn[kPackedBf16][I] = &PackedTile<I + 1, Bf16Lines>), ...);
-    ((p.fn[kPackedF32][I] = &PackedTile<I + 1, F32Lines>), ...);
-  }
-  (std::make_integer_sequence<int, 4>{});
+  // Half lines: BF16 4 x 2 accumulators + 2 W + 1 x + the widening mask =
+  // 12 ymm; F32 6 x 2 + 2 W + 1 x = 15 ymm.
+  p.max_a[kPackedBf16] = 4;
+  p.max_a[kPackedF32] = 6;
+  p.fn[kPackedBf16][0] = &PackedTileWholeLine<1, Bf16Lines>;
+  p.fn[kPackedBf16][1] = &PackedTileWholeLine<2, Bf16Lines>;
+  p.fn[kPackedBf16][2] = &PackedTileHalfLines<3, Bf16Lines>;
+  p.fn[kPackedBf16][3] = &PackedTileHalfLines<4, Bf16Lines>;
+  p.fn[kPackedF32][0] = &PackedTileWholeLine<1, F32Lines>;
+  p.fn[kPackedF32][1] = &PackedTileWholeLine<2, F32Lines>;
+  p.fn[kPackedF32][2] = &PackedTileHalfLines<3, F32Lines>;
+  p.fn[kPackedF32][3] = &PackedTileHalfLines<4, F32Lines>;
+  p.fn[kPackedF32][4] = &PackedTileHalfLines<5, F32Lines>;
+  p.fn[kPackedF32][5] = &PackedTileHalfLines<6, F32Lines>;
   return p;
 }
 

@@ -375,7 +375,8 @@ void PackedTile(const PackedTileArgs& t) {
 
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
-  p.max_a = kMaxPackedA;  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm
+  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm
+  p.max_a[kPackedBf16] = p.max_a[kPackedF32] = kMaxPackedA;
   [&]<int... I>(std::integer_sequence<int, I...>) {
     ((p.fn[kPackedBf16][I] = &PackedTile<I + 1, Bf16Lines>), ...);
     ((p.fn[kPackedF32][I] = &PackedTile<I + 1, F32Lines>), ...);

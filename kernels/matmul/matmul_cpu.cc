@@ -126,6 +126,11 @@ struct Plan {
   const TileKernels* kernels;
   const PackedKernels* packed;  // set for the packed layouts
   PackedKind packed_kind;
+  // AVX2 has too few registers to widen BF16 in the kernel at full FMA rate:
+  // blocks of more than kFusedMaxRows rows widen each BF16 tile into F32
+  // lines once and run the F32 kernel over it (exact: same values, same
+  // FMA chains).
+  bool widen_packed_bf16;
   int64_t m, n, k, x_stride, y_stride;
   XMode x_mode;
   TileKind direct_kind;  // kernel used on raw weight rows
@@ -173,6 +178,19 @@ void PrepareX(const Plan& p, int64_t i0, int64_t rows, int64_t ld, Scratch& s,
   }
 }
 
+// One kBf16Tiles32 tile -> the same tile as kF32Tiles32 lines (exact).
+void WidenPackedBf16Tile(const uint16_t* tile, int64_t k, float* lines) {
+  const __m256i high_halves = _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u));
+  for (int64_t kk = 0; kk < k; ++kk, tile += kPackedTileRows, lines += kPackedTileRows) {
+    for (int half = 0; half < 2; ++half) {  // words 8h..8h+7: rows 8h.. and 16+8h..
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tile + half * 16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lines + half * 8), _mm256_slli_epi32(v, 16));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lines + 16 + half * 8),
+                          _mm256_and_si256(v, high_halves));
+    }
+  }
+}
+
 // Packed weights: rows [i0, i1) x W tiles [jt0, jt1). A tile (k lines of 64
 // bytes) is one stream: it comes from memory for the first x tile and from
 // L2 for the others.
@@ -188,13 +206,23 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   t.accumulate = args.output == OutputMode::kAccumulate;
   const int64_t line_bytes = kPackedTileRows * DTypeSize(args.w->dtype);
   const int64_t tile_bytes = p.k * line_bytes;
+  const bool widen = p.widen_packed_bf16 && p.packed_kind == kPackedBf16 && rows > kFusedMaxRows;
+  const PackedKind kind = widen ? kPackedF32 : p.packed_kind;
+  const int64_t max_a = pk.max_a[kind];
+  if (widen && s.panel.size() < static_cast<size_t>(p.k * kPackedTileRows)) {
+    s.panel.resize(p.k * kPackedTileRows);
+  }
   const auto* w = static_cast<const char*>(args.w->data);
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
     t.w = w + jt * tile_bytes;
     t.cols = static_cast<int>(std::min<int64_t>(kPackedTileRows, p.n - j0));
-    for (int64_t i = 0; i < rows; i += pk.max_a) {
-      const int na = static_cast<int>(std::min<int64_t>(pk.max_a, rows - i));
+    if (widen) {
+      WidenPackedBf16Tile(static_cast<const uint16_t*>(t.w), p.k, s.panel.data());
+      t.w = s.panel.data();
+    }
+    for (int64_t i = 0; i < rows; i += max_a) {
+      const int na = static_cast<int>(std::min<int64_t>(max_a, rows - i));
       for (int a = 0; a < na; ++a) {
         t.x[a] = static_cast<const float*>(x_rows[i + a]);
         t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
@@ -202,6 +230,8 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
       if (rows <= kPrefetchMaxRows) {
         // Memory-bound: run a few KB ahead of the stream, one line per step.
         t.prefetch = static_cast<const char*>(t.w) + kPackedPrefetchBytes;
+      } else if (widen) {
+        t.prefetch = nullptr;  // the widening pass streams W
       } else {
         // Compute-bound: the first x tile fetches the next W tile while the
         // block's other x tiles reuse this one from L2 (matmul_bench: m = 48
@@ -209,7 +239,7 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
         // measured the same).
         t.prefetch = i == 0 ? static_cast<const char*>(t.w) + tile_bytes : nullptr;
       }
-      pk.fn[p.packed_kind][na - 1](t);
+      pk.fn[kind][na - 1](t);
     }
   }
 }
@@ -310,10 +340,11 @@ void RunBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
 // Splits packed work like RunBlock's: over W tiles (each thread streams its own
 // slice of W), or over row blocks when there are too few tiles to share.
 void RunPacked(const Plan& p, ThreadPool& pool) {
-  const int64_t max_a = p.packed->max_a;
+  // Blocks are whole x tiles of every kernel (each max_a divides kMaxPackedA).
   const int64_t x_row_bytes = std::max<int64_t>(p.k, 1) * 4;
   const int64_t row_block =
-      std::clamp<int64_t>(kL2BudgetBytes / x_row_bytes, max_a, kMaxRowBlock) / max_a * max_a;
+      std::clamp<int64_t>(kL2BudgetBytes / x_row_bytes, kMaxPackedA, kMaxRowBlock) / kMaxPackedA *
+      kMaxPackedA;
   const int64_t row_blocks = (p.m + row_block - 1) / row_block;
   const int64_t col_tiles = (p.n + kPackedTileRows - 1) / kPackedTileRows;
   const int threads = pool.num_threads();
@@ -373,6 +404,7 @@ absl::Status MatMulCpuIsa(const MatMulArgs& args, ThreadPool& pool, Isa isa) {
   p.args = &args;
   p.kernels = isa == Isa::kAvx2 ? &Avx2TileKernels() : &Avx512TileKernels();
   p.packed = nullptr;
+  p.widen_packed_bf16 = isa == Isa::kAvx2;
   p.m = args.m;
   p.n = w.rows;
   p.k = w.cols;

@@ -297,7 +297,7 @@ TEST(MatMulTest, PackedIsBitwiseTheSameOnEveryIsa) {
   for (const Case& c :
        {Case{DType::kBF16, Precision::kF32, true}, Case{DType::kBF16, Precision::kBF16, true}}) {
     const TestWeights w = MakeCaseWeights(c, 75, 333, 19);
-    for (int64_t m : {1, 5, 13, 40}) {
+    for (int64_t m : {1, 2, 3, 5, 13, 40}) {
       const std::vector<float> x = RandomVector(m * 333, 29);
       auto run = [&](Isa isa) {
         std::vector<float> y(m * 75);

@@ -89,7 +89,7 @@ using PackedTileFn = void (*)(const PackedTileArgs&);
 enum PackedKind : int { kPackedBf16 = 0, kPackedF32, kNumPackedKinds };
 
 struct PackedKernels {
-  int max_a = 0;
+  int max_a[kNumPackedKinds] = {};                     // each divides kMaxPackedA
   PackedTileFn fn[kNumPackedKinds][kMaxPackedA] = {};  // [kind][A-1], null past max_a
 };
 
