@@ -191,8 +191,8 @@ void WidenPackedBf16Tile(const uint16_t* tile, int64_t k, float* lines) {
   }
 }
 
-// Packed weights: rows [i0, i1) x W tiles [jt0, jt1). A tile (k lines of 64
-// bytes) is one stream: it comes from memory for the first x tile and from
+// Packed weights: rows [i0, i1) x W tiles [jt0, jt1). A tile (k lines of 32
+// weights) is one stream: it comes from memory for the first x tile and from
 // L2 for the others.
 void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t jt1) {
   const MatMulArgs& args = *p.args;

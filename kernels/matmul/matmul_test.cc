@@ -373,25 +373,28 @@ TEST(WeightPackingTest, RejectsWhatItCannotPack) {
 
 TEST(MatMulTest, EmptyDimensions) {
   for (Isa isa : IsasToTest()) {
-    ThreadPool pool(2);
-    const TestWeights w0 = MakeWeights(DType::kBF16, 5, 0, 1);  // k = 0: y = 0 or unchanged
-    std::vector<float> x(1), y = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    MatMulArgs args;
-    args.x = x.data();
-    args.w = &w0.view;
-    args.y = y.data();
-    args.m = 2;
-    args.output = OutputMode::kAccumulate;
-    ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
-    EXPECT_EQ(y, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
-    args.output = OutputMode::kOverwrite;
-    ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
-    EXPECT_EQ(y, std::vector<float>(10, 0.0f));
-    args.m = 0;
-    args.x = nullptr;
-    args.y = nullptr;
-    EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
-    EXPECT_TRUE(MatMulReference(args).ok());
+    for (bool packed : {false, true}) {
+      ThreadPool pool(2);
+      // k = 0: y = 0 or unchanged
+      const TestWeights w0 = MakeCaseWeights({DType::kBF16, Precision::kF32, packed}, 5, 0, 1);
+      std::vector<float> x(1), y = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+      MatMulArgs args;
+      args.x = x.data();
+      args.w = &w0.view;
+      args.y = y.data();
+      args.m = 2;
+      args.output = OutputMode::kAccumulate;
+      ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+      EXPECT_EQ(y, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+      args.output = OutputMode::kOverwrite;
+      ASSERT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+      EXPECT_EQ(y, std::vector<float>(10, 0.0f));
+      args.m = 0;
+      args.x = nullptr;
+      args.y = nullptr;
+      EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+      EXPECT_TRUE(MatMulReference(args).ok());
+    }
   }
 }
 

@@ -79,8 +79,8 @@ struct PackedTileArgs {
   // Prefetches consecutive k-lines from `prefetch` on, one every
   // `prefetch_every` k steps (null: none). The driver uses it to run a few KB
   // ahead of a memory-bound stream (past the page boundaries where the
-  // hardware prefetcher stops), and to spread the next W tile over the x
-  // tiles of a compute-bound block.
+  // hardware prefetcher stops), and to fetch the next W tile while a
+  // compute-bound block works on this one.
   const char* prefetch = nullptr;
   int64_t prefetch_every = 1;
 };
