@@ -261,15 +261,15 @@ void PackedTileWholeLine(const PackedTileArgs& t) {
 #pragma GCC unroll 2
   for (int a = 0; a < A; ++a) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = _mm256_setzero_ps();
   const auto* w = static_cast<const typename L::Elem*>(t.w);
-  PackedLinePrefetch<typename L::Elem> pf(t.prefetch, t.prefetch_every);
+  const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
   for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-    pf.Step();
+    if (ahead != 0) PrefetchLine(w + ahead);
     __m256 wv[4];
     L::Load(w, 0, wv[0], wv[2]);
     L::Load(w, 1, wv[1], wv[3]);
 #pragma GCC unroll 2
     for (int a = 0; a < A; ++a) {
-      const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
+      const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
     }
@@ -291,14 +291,15 @@ void PackedTileHalfLines(const PackedTileArgs& t) {
     for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
     const auto* w = static_cast<const typename L::Elem*>(t.w);
     // The second half re-reads lines the first brought in.
-    PackedLinePrefetch<typename L::Elem> pf(half == 0 ? t.prefetch : nullptr, t.prefetch_every);
+    const int64_t ahead =
+        half == 0 ? t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem)) : 0;
     for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-      pf.Step();
+      if (ahead != 0) PrefetchLine(w + ahead);
       __m256 w_lo, w_hi;
       L::Load(w, half, w_lo, w_hi);
 #pragma GCC unroll 6
       for (int a = 0; a < A; ++a) {
-        const __m256 xv = _mm256_broadcast_ss(t.x[a] + kk);
+        const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
         lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
         hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
       }

@@ -338,21 +338,27 @@ struct F32Lines {
 // is written once at the end.
 template <int A, class L>
 void PackedTile(const PackedTileArgs& t) {
-  const float* x[A];
-#pragma GCC unroll 12
-  for (int a = 0; a < A; ++a) x[a] = t.x[a];
+  // Rows 4g..4g+3 are read from base[g] at 0, 1, 2 and 3 strides: every
+  // address is a base register plus a scaled stride register.
+  const int64_t xs = t.x_stride, xs3 = 3 * t.x_stride;
+  const float* base[3] = {t.x, t.x + 4 * xs, t.x + 8 * xs};
   __m512 lo[A], hi[A];
 #pragma GCC unroll 12
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
   const auto* w = static_cast<const typename L::Elem*>(t.w);
-  PackedLinePrefetch<typename L::Elem> pf(t.prefetch, t.prefetch_every);
-  for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-    pf.Step();
+  const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
+  for (int64_t kk = 0; kk < t.k; ++kk, w += 32, ++base[0], ++base[1], ++base[2]) {
+    if (ahead != 0) PrefetchLine(w + ahead);
     __m512 w_lo, w_hi;
     L::Load(w, w_lo, w_hi);
 #pragma GCC unroll 12
     for (int a = 0; a < A; ++a) {
-      const __m512 xv = _mm512_set1_ps(x[a][kk]);
+      const float* b = base[a / 4];
+      const int r = a % 4;
+      const __m512 xv = _mm512_set1_ps(r == 0   ? b[0]
+                                       : r == 1 ? b[xs]
+                                       : r == 2 ? b[2 * xs]
+                                                : b[xs3]);
       lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
       hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
     }

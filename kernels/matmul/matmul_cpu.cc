@@ -200,8 +200,10 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   Scratch& s = t_scratch;
   const int64_t rows = i1 - i0;
   const void* x_rows[kMaxRowBlock];
-  PrepareX(p, i0, rows, RoundUp(std::max<int64_t>(p.k, 1), 32), s, x_rows);
+  const int64_t ld = RoundUp(std::max<int64_t>(p.k, 1), 32);
+  PrepareX(p, i0, rows, ld, s, x_rows);
   PackedTileArgs t;
+  t.x_stride = p.x_mode == XMode::kRaw ? p.x_stride : ld;  // as PrepareX lays the rows out
   t.k = p.k;
   t.accumulate = args.output == OutputMode::kAccumulate;
   const int64_t line_bytes = kPackedTileRows * DTypeSize(args.w->dtype);
@@ -223,21 +225,19 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
     }
     for (int64_t i = 0; i < rows; i += max_a) {
       const int na = static_cast<int>(std::min<int64_t>(max_a, rows - i));
-      for (int a = 0; a < na; ++a) {
-        t.x[a] = static_cast<const float*>(x_rows[i + a]);
-        t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
-      }
+      t.x = static_cast<const float*>(x_rows[i]);
+      for (int a = 0; a < na; ++a) t.y[a] = args.y + (i0 + i + a) * p.y_stride + j0;
       if (rows <= kPrefetchMaxRows) {
         // Memory-bound: run a few KB ahead of the stream, one line per step.
-        t.prefetch = static_cast<const char*>(t.w) + kPackedPrefetchBytes;
+        t.prefetch_ahead = kPackedPrefetchBytes;
       } else if (widen) {
-        t.prefetch = nullptr;  // the widening pass streams W
+        t.prefetch_ahead = 0;  // the widening pass streams W
       } else {
         // Compute-bound: the first x tile fetches the next W tile while the
         // block's other x tiles reuse this one from L2 (matmul_bench: m = 48
         // +10-40%, m = 512 +5-20%; spreading the fetch over all x tiles
         // measured the same).
-        t.prefetch = i == 0 ? static_cast<const char*>(t.w) + tile_bytes : nullptr;
+        t.prefetch_ahead = i == 0 ? tile_bytes : 0;
       }
       pk.fn[kind][na - 1](t);
     }

@@ -70,19 +70,23 @@ const TileKernels& Avx512TileKernels();  // only callable after a CPU check
 inline constexpr int kMaxPackedA = 12;
 
 struct PackedTileArgs {
-  const float* x[kMaxPackedA];  // f32 rows (already rounded for kBF16)
-  float* y[kMaxPackedA];        // &y[row][first output of the tile]
-  const void* w = nullptr;      // the tile: k lines of 32 weights (bf16 or f32)
+  // Row a of the x tile (f32, already rounded for kBF16) is x + a * x_stride:
+  // one pointer and a stride, because the 12-row kernel has too few general
+  // registers to keep twelve row pointers and spilled them in its inner loop.
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  float* y[kMaxPackedA];    // &y[row][first output of the tile]
+  const void* w = nullptr;  // the tile: k lines of 32 weights (bf16 or f32)
   int64_t k = 0;
   int cols = 0;  // valid outputs in this tile, 1..32 (the rest are padding)
   bool accumulate = false;
-  // Prefetches consecutive k-lines from `prefetch` on, one every
-  // `prefetch_every` k steps (null: none). The driver uses it to run a few KB
-  // ahead of a memory-bound stream (past the page boundaries where the
-  // hardware prefetcher stops), and to fetch the next W tile while a
-  // compute-bound block works on this one.
-  const char* prefetch = nullptr;
-  int64_t prefetch_every = 1;
+  // Each k step prefetches the k-line this many bytes past the one it reads
+  // (0: none). The driver uses it to run a few KB ahead of a memory-bound
+  // stream (past the page boundaries where the hardware prefetcher stops),
+  // and to fetch the next W tile while a compute-bound block works on this
+  // one. (One offset, not a pointer and a pace: the 12-row kernel needs its
+  // general registers for the x rows.)
+  int64_t prefetch_ahead = 0;
 };
 using PackedTileFn = void (*)(const PackedTileArgs&);
 
@@ -121,25 +125,13 @@ class NextTilePrefetch {
   int64_t step_bytes_ = 0;
 };
 
-// Runs PackedTileArgs::prefetch: one k-line (one cache line of BF16, two of
-// F32) every `every` k steps, from `line` on; a null `line` prefetches nothing.
+// Prefetches one packed k-line: one cache line of BF16, two of F32.
 template <typename Elem>
-class PackedLinePrefetch {
- public:
-  PackedLinePrefetch(const char* line, int64_t every) : line_(line), every_(every) {}
-  void Step() {
-    if (line_ == nullptr || --countdown_ >= 0) return;
-    _mm_prefetch(line_, _MM_HINT_T0);
-    if constexpr (sizeof(Elem) == 4) _mm_prefetch(line_ + 64, _MM_HINT_T0);
-    line_ += 32 * sizeof(Elem);
-    countdown_ = every_ - 1;
-  }
-
- private:
-  const char* line_;
-  int64_t every_;
-  int64_t countdown_ = 0;
-};
+inline void PrefetchLine(const Elem* line) {
+  _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
+  if constexpr (sizeof(Elem) == 4)
+    _mm_prefetch(reinterpret_cast<const char*>(line) + 64, _MM_HINT_T0);
+}
 
 }  // namespace
 }  // namespace xpd::kernels::matmul_internal
