@@ -341,7 +341,7 @@ void PackedTile(const PackedTileArgs& t) {
   // Rows 4g..4g+3 are read from base[g] at 0, 1, 2 and 3 strides: every
   // address is a base register plus a scaled stride register.
   const int64_t xs = t.x_stride, xs3 = 3 * t.x_stride;
-  const float* base[3] = {t.x, t.x + 4 * xs, t.x + 8 * xs};
+  const float* base[3] = {t.x, A > 4 ? t.x + 4 * xs : t.x, A > 8 ? t.x + 8 * xs : t.x};
   __m512 lo[A], hi[A];
 #pragma GCC unroll 12
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
