@@ -1,9 +1,9 @@
 // Every weight of a DeepSeek-V3 model, checked against the config and made
 // ready for the kernels. Projections with BF16 values (stored BF16, or FP8 /
 // F32 converted for BF16 compute) are packed into the matmul kernels' tiles
-// and own their memory, as do the absorbed MLA matrices; everything else
-// (FP8 for f32 compute, norms' sources, the embedding, the router) is a view
-// into the mmap'ed checkpoint.
+// and own their memory, as do the absorbed MLA matrices and the norm vectors;
+// the rest (projections computed from FP8 or F32 as stored, the embedding,
+// the router) are views into the mmap'ed checkpoint.
 #pragma once
 
 #include <functional>

@@ -31,8 +31,22 @@ absl::Status RunHead(const MhaAttentionArgs& a, const AttentionSequence& seq, in
   const int64_t value_tiles = (a.v_dim + kTile - 1) / kTile;
   // K_h = [k_nope | k_pe] as tiles of 32 keys; V_h as tiles of 32 value dims
   // over every key (W rows = value dims, k = keys), each [total_keys][32].
-  s.keys.assign(key_tiles * qk * kTile, 0.0f);
-  s.values.assign(value_tiles * total_keys * kTile, 0.0f);
+  // Every lane is written below except the padding of the last key tile and
+  // value tile: zero just those, so the kernels' (never stored) padding
+  // outputs stay finite.
+  s.keys.resize(key_tiles * qk * kTile);
+  s.values.resize(value_tiles * total_keys * kTile);
+  if (const int64_t used = total_keys % kTile; used != 0) {
+    float* last = &s.keys[(key_tiles - 1) * qk * kTile];
+    for (int64_t d = 0; d < qk; ++d)
+      std::fill(last + d * kTile + used, last + (d + 1) * kTile, 0.0f);
+  }
+  if (const int64_t used = a.v_dim % kTile; used != 0) {
+    float* last = &s.values[(value_tiles - 1) * total_keys * kTile];
+    for (int64_t t = 0; t < total_keys; ++t) {
+      std::fill(last + t * kTile + used, last + (t + 1) * kTile, 0.0f);
+    }
+  }
   for (int64_t t = 0; t < total_keys; ++t) {
     const float* kv = seq.kv + (t * a.heads + h) * kv_width;
     const float* pe = seq.k_pe + t * seq.k_pe_stride;
