@@ -110,13 +110,14 @@ absl::Status MhaAttentionGemm(const MhaAttentionArgs& a, ThreadPool& pool) {
       return absl::InvalidArgumentError("MhaAttentionGemm: sequence without keys");
     }
   }
-  // One task per (sequence, head), whole on one thread: heads are independent
-  // and equal in cost, so this splits evenly without a fork-join per matmul
-  // and softmax (a 512-token prompt had ~200 parallel regions per layer).
+  // One task per (sequence, head), whole on one thread, claimed by whichever
+  // thread is free: no fork-join per matmul and softmax (a 512-token prompt
+  // had ~200 parallel regions per layer), and sequences of different lengths
+  // still split evenly.
   const int64_t tasks = static_cast<int64_t>(a.sequences.size()) * a.heads;
   std::mutex mutex;
   absl::Status first_error;
-  pool.ParallelFor(tasks, 1, [&](int64_t begin, int64_t end) {
+  pool.ParallelForDynamic(tasks, 1, [&](int64_t begin, int64_t end) {
     thread_local ThreadPool solo(1);
     thread_local HeadScratch scratch;
     for (int64_t task = begin; task < end; ++task) {

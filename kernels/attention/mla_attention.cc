@@ -37,7 +37,8 @@ void RunTasks(size_t count, ThreadPool* pool, const std::function<void(int64_t)>
     for (size_t i = 0; i < count; ++i) fn(static_cast<int64_t>(i));
     return;
   }
-  pool->ParallelFor(static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
+  // Claimed one by one: sequences of different lengths cost differently.
+  pool->ParallelForDynamic(static_cast<int64_t>(count), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) fn(i);
   });
 }

@@ -91,9 +91,10 @@ class CpuBackend final : public Backend {
 };
 
 // Many large products (prefill's routed experts: ~48 rows each, 128 per
-// layer) run whole, each on one thread, in one parallel region: products go
-// to the least loaded thread, largest first, so the split is even and the
-// same for the same shapes. A few large products split each over the pool.
+// layer) run whole, each on one thread, in one parallel region: free threads
+// claim them largest first, so the split stays even when products differ in
+// size or one core runs slower than the other. A few large products split
+// each over the pool.
 absl::Status CpuBackend::RunWholeProducts(std::span<const MatMulArgs> problems) {
   const int threads = pool_.num_threads();
   if (problems.size() < static_cast<size_t>(2 * threads)) {
@@ -107,24 +108,15 @@ absl::Status CpuBackend::RunWholeProducts(std::span<const MatMulArgs> problems) 
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return macs(a) > macs(b); });
-  std::vector<std::vector<size_t>> assigned(threads);
-  std::vector<int64_t> load(threads, 0);
-  for (size_t i : order) {
-    const int t = static_cast<int>(std::min_element(load.begin(), load.end()) - load.begin());
-    assigned[t].push_back(i);
-    load[t] += macs(i);
-  }
   std::mutex mutex;
   absl::Status first_error;
-  pool_.ParallelFor(threads, 1, [&](int64_t begin, int64_t end) {
+  pool_.ParallelForDynamic(static_cast<int64_t>(order.size()), 1, [&](int64_t begin, int64_t end) {
     thread_local ThreadPool solo(1);
-    for (int64_t t = begin; t < end; ++t) {
-      for (size_t i : assigned[t]) {
-        absl::Status status = MatMulCpu(problems[i], solo);
-        if (status.ok()) continue;
-        std::lock_guard<std::mutex> lock(mutex);
-        if (first_error.ok()) first_error = std::move(status);
-      }
+    for (int64_t i = begin; i < end; ++i) {
+      absl::Status status = MatMulCpu(problems[order[i]], solo);
+      if (status.ok()) continue;
+      std::lock_guard<std::mutex> lock(mutex);
+      if (first_error.ok()) first_error = std::move(status);
     }
   });
   return first_error;

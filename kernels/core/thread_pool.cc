@@ -122,8 +122,19 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
                              const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  grain = std::max<int64_t>(1, grain);
-  const int64_t chunks = std::clamp<int64_t>(n / grain, 1, num_threads_);
+  RunRegion(n, std::clamp<int64_t>(n / std::max<int64_t>(1, grain), 1, num_threads_), fn);
+}
+
+void ThreadPool::ParallelForDynamic(int64_t n, int64_t grain,
+                                    const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  const int64_t chunks =
+      num_threads_ == 1 ? 1 : std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
+  RunRegion(n, chunks, fn);
+}
+
+void ThreadPool::RunRegion(int64_t n, int64_t chunks,
+                           const std::function<void(int64_t, int64_t)>& fn) {
   if (chunks == 1) {
     fn(0, n);
     return;

@@ -24,8 +24,19 @@ class ThreadPool {
   // Not reentrant: fn must not call ParallelFor on the same pool.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // Like ParallelFor, but [0, n) is cut into n / grain chunks (at least one)
+  // that threads claim one by one, in order: a thread that runs slower, or
+  // draws costlier items, takes fewer, so uneven items or unevenly fast cores
+  // (a busy neighbour on a shared host) still finish together. Chunk
+  // boundaries depend only on n and grain (a one-thread pool runs fn once
+  // over [0, n)); which thread runs a chunk does not.
+  void ParallelForDynamic(int64_t n, int64_t grain,
+                          const std::function<void(int64_t, int64_t)>& fn);
+
  private:
   struct State;
+  void RunRegion(int64_t n, int64_t chunks, const std::function<void(int64_t, int64_t)>& fn);
+
   int num_threads_;
   State* state_;
 };

@@ -46,6 +46,60 @@ TEST(ThreadPoolTest, ChunkingIsDeterministicAndRespectsGrain) {
   for (int rep = 0; rep < 50; ++rep) EXPECT_EQ(chunks_of(1000, 7), chunks_of(1000, 7));
 }
 
+TEST(ThreadPoolTest, DynamicChunksCoverRangeExactlyOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 5, 7, 100, 1001}) {
+      for (int64_t grain : {1, 3}) {
+        std::vector<std::atomic<int>> hits(n);
+        pool.ParallelForDynamic(n, grain, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+        });
+        for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
+TEST(ThreadPoolTest, DynamicChunksDependOnlyOnNAndGrain) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    std::mutex mu;
+    std::vector<std::pair<int64_t, int64_t>> chunks;
+    pool.ParallelForDynamic(10, 3, [&](int64_t b, int64_t e) {
+      std::lock_guard<std::mutex> lock(mu);
+      chunks.emplace_back(b, e);
+    });
+    std::sort(chunks.begin(), chunks.end());
+    using Chunks = std::vector<std::pair<int64_t, int64_t>>;
+    EXPECT_EQ(chunks, (Chunks{{0, 4}, {4, 7}, {7, 10}})) << threads << " threads";
+  }
+}
+
+// While one thread is held inside the first item, the others take every other
+// item (a static split would leave half of them queued behind it).
+TEST(ThreadPoolTest, DynamicChunksFlowAroundASlowItem) {
+  ThreadPool pool(2);
+  constexpr int64_t kItems = 10;
+  std::atomic<int64_t> others_done{0};
+  std::atomic<bool> saw_all{false};
+  pool.ParallelForDynamic(kItems, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i != 0) {
+        others_done.fetch_add(1);
+        continue;
+      }
+      // Bounded so that a regression fails instead of hanging.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (others_done.load() < kItems - 1 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+      }
+      saw_all = others_done.load() == kItems - 1;
+    }
+  });
+  EXPECT_TRUE(saw_all.load());
+}
+
 TEST(ThreadPoolTest, CallerParticipates) {
   ThreadPool pool(1);
   const auto caller = std::this_thread::get_id();

@@ -45,6 +45,9 @@ constexpr int64_t kPrefetchMaxRows = kFusedMaxRows;
 // How far ahead packed tiles are prefetched in that range (measured with
 // matmul_bench at m = 1: 0 B 15-19 GB/s, 1-2 KB 21-23, 4 KB 23-26, 8 KB 23-24).
 constexpr int64_t kPackedPrefetchBytes = 4096;
+// W tiles a thread claims at a time when a compute-bound packed product is
+// split over columns.
+constexpr int64_t kTilesPerClaim = 4;
 // Minimum multiply-adds per parallel chunk: below this, fork-join costs more
 // than it saves.
 constexpr int64_t kMinChunkMacs = 1 << 16;
@@ -146,6 +149,7 @@ struct Scratch {
   std::vector<uint16_t> x_bf16;
   std::vector<float> panel;
   std::vector<float> partial;
+  std::vector<float> x_shared;  // x rounded once for all threads (RunPacked)
 };
 thread_local Scratch t_scratch;
 
@@ -359,9 +363,38 @@ void RunPacked(const Plan& p, ThreadPool& pool) {
     return;
   }
   const int64_t grain = std::max<int64_t>(1, kMinChunkMacs / (p.m * kPackedTileRows * k));
-  pool.ParallelFor(col_tiles, grain, [&](int64_t t0, int64_t t1) {
-    for (int64_t i0 = 0; i0 < p.m; i0 += row_block) {
-      RunPackedBlock(p, i0, std::min(p.m, i0 + row_block), t0, t1);
+  if (threads == 1 || p.m <= kPrefetchMaxRows) {
+    // Memory-bound: each thread streams one contiguous slice of W.
+    pool.ParallelFor(col_tiles, grain, [&](int64_t t0, int64_t t1) {
+      for (int64_t i0 = 0; i0 < p.m; i0 += row_block) {
+        RunPackedBlock(p, i0, std::min(p.m, i0 + row_block), t0, t1);
+      }
+    });
+    return;
+  }
+  // Compute-bound: threads claim a few tiles at a time, so a core slowed by
+  // a neighbour does not leave the other idle at the end. Every thread reads
+  // every row of x: round x once here instead of once per claim.
+  Plan q = p;
+  MatMulArgs rounded_args;
+  if (p.x_mode == XMode::kRoundF32) {
+    const int64_t ld = RoundUp(k, 32);
+    std::vector<float>& rounded = t_scratch.x_shared;
+    if (rounded.size() < static_cast<size_t>(p.m * ld)) rounded.resize(p.m * ld);
+    pool.ParallelFor(p.m, kMaxPackedA, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        RoundRowToBf16F32(p.args->x + r * p.x_stride, p.k, rounded.data() + r * ld);
+      }
+    });
+    rounded_args = *p.args;
+    rounded_args.x = rounded.data();
+    q.args = &rounded_args;
+    q.x_stride = ld;
+    q.x_mode = XMode::kRaw;
+  }
+  pool.ParallelForDynamic(col_tiles, std::max(grain, kTilesPerClaim), [&](int64_t t0, int64_t t1) {
+    for (int64_t i0 = 0; i0 < q.m; i0 += row_block) {
+      RunPackedBlock(q, i0, std::min(q.m, i0 + row_block), t0, t1);
     }
   });
 }

@@ -204,6 +204,11 @@ TEST(MatMulTest, AccumulateAndStrides) {
         CheckAgainstReference(isa, c, m, w.view, 3, OutputMode::kOverwrite, 5, 3);
         CheckAgainstReference(isa, c, m, w.view, 1, OutputMode::kAccumulate, 7, 1);
       }
+      // Enough rows and tiles for threads to claim tiles a few at a time
+      // (packed), reading x rounded once for all of them.
+      const TestWeights wide = MakeCaseWeights(c, 300, 145, 9, 16, 32);
+      CheckAgainstReference(isa, c, 40, wide.view, 3, OutputMode::kAccumulate, 7, 1);
+      CheckAgainstReference(isa, c, 40, wide.view, 2, OutputMode::kOverwrite, 0, 0);
     }
   }
 }
@@ -232,10 +237,13 @@ TEST(MatMulTest, DefaultDispatchMatchesReference) {
 // y[i][j] must be bitwise the same whatever m is, wherever the row sits and
 // however many threads run: row alone (m = 1, 1 thread) vs inside batches.
 TEST(MatMulTest, BatchInvariantBitwise) {
-  // n = 70: packed weights span three tiles, the last one partial.
-  for (int64_t n : {29, 70}) {
-    // k = 2100 is split into cache chunks for big batches.
-    for (int64_t k : {300, 2100}) {
+  // n = 70: packed weights span three tiles, the last one partial; n = 330:
+  // eleven tiles, which threads claim a few at a time in big batches.
+  // k = 2100 is split into cache chunks for big batches.
+  const std::pair<int64_t, int64_t> sizes[] = {
+      {29, 300}, {29, 2100}, {70, 300}, {70, 2100}, {330, 300}};
+  for (const auto& [n, k] : sizes) {
+    {
       for (Isa isa : IsasToTest()) {
         for (const Case& c : kCases) {
           const TestWeights w = MakeCaseWeights(c, n, k, 17);
