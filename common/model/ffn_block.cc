@@ -4,6 +4,7 @@
 // other tokens share the batch.
 #include <cstring>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
 #include "common/model/decoder_layer.h"
@@ -12,20 +13,41 @@
 namespace xpd::model {
 namespace {
 
-// y[rows, D] (op)= down(silu(gate(x)) * up(x)).
+bool RoundsOperands(const LayerContext& c) { return c.precision == kernels::Precision::kBF16; }
+
+// For kBF16 compute: x rounded to bf16 once, into `slot`, so that every
+// product reading it skips its own rounding (MatMulArgs::x_is_bf16). The
+// router still reads the unrounded x. Returns x itself for f32 compute.
+absl::StatusOr<const float*> RoundedOperand(const LayerContext& c, const float* x, int64_t rows,
+                                            ScratchSlot slot) {
+  if (!RoundsOperands(c)) return x;
+  const int64_t d = c.config.hidden_size;
+  float* rounded = c.scratch.Floats(slot, rows * d);
+  XPD_RETURN_IF_ERROR(c.backend.RoundToBf16({.x = x, .y = rounded, .rows = rows, .dim = d}));
+  return rounded;
+}
+
+// y[rows, D] (op)= down(silu(gate(x)) * up(x)); x as RoundedOperand returns it.
 absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x, int64_t rows,
                     float* y, kernels::OutputMode mode) {
   const int64_t d = c.config.hidden_size, width = mlp.gate.matrix.rows;
+  const bool rounded = RoundsOperands(c);
   float* gate = c.scratch.Floats(ScratchSlot::kMlpGate, rows * width);
   float* up = c.scratch.Floats(ScratchSlot::kMlpUp, rows * width);
-  const kernels::MatMulArgs gate_up[] = {
-      {.x = x,
-       .x_stride = d,
-       .w = &mlp.gate.matrix,
-       .y = gate,
-       .m = rows,
-       .precision = c.precision},
-      {.x = x, .x_stride = d, .w = &mlp.up.matrix, .y = up, .m = rows, .precision = c.precision}};
+  const kernels::MatMulArgs gate_up[] = {{.x = x,
+                                          .x_stride = d,
+                                          .w = &mlp.gate.matrix,
+                                          .y = gate,
+                                          .m = rows,
+                                          .precision = c.precision,
+                                          .x_is_bf16 = rounded},
+                                         {.x = x,
+                                          .x_stride = d,
+                                          .w = &mlp.up.matrix,
+                                          .y = up,
+                                          .m = rows,
+                                          .precision = c.precision,
+                                          .x_is_bf16 = rounded}};
   XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(gate_up));
   XPD_RETURN_IF_ERROR(c.backend.SiluMul({.gate = gate,
                                          .up = up,
@@ -33,8 +55,17 @@ absl::Status RunMlp(const LayerContext& c, const MlpWeights& mlp, const float* x
                                          .out = gate,
                                          .out_stride = width,
                                          .rows = rows,
-                                         .dim = width}));
-  return Project(c, mlp.down.matrix, gate, width, y, d, rows, mode);
+                                         .dim = width,
+                                         .round_to_bf16 = rounded}));
+  return c.backend.MatMul({.x = gate,
+                           .x_stride = width,
+                           .w = &mlp.down.matrix,
+                           .y = y,
+                           .y_stride = d,
+                           .m = rows,
+                           .precision = c.precision,
+                           .output = mode,
+                           .x_is_bf16 = rounded});
 }
 
 // Runs held experts over the rows the exchange gathered for them, as one
@@ -51,6 +82,8 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
       total += b.rows;
     }
     if (total == 0) return absl::OkStatus();
+    // Rows arrive rounded: RunMoe dispatches RoundedOperand's copy.
+    const bool rounded = RoundsOperands(c);
     float* gate = c.scratch.Floats(ScratchSlot::kExpertGate, total * width);
     float* up = c.scratch.Floats(ScratchSlot::kExpertUp, total * width);
     std::vector<kernels::MatMulArgs> problems;
@@ -61,13 +94,15 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
                           .w = &moe.experts[b.expert].gate.matrix,
                           .y = &gate[row * width],
                           .m = b.rows,
-                          .precision = c.precision});
+                          .precision = c.precision,
+                          .x_is_bf16 = rounded});
       problems.push_back({.x = b.in,
                           .x_stride = d,
                           .w = &moe.experts[b.expert].up.matrix,
                           .y = &up[row * width],
                           .m = b.rows,
-                          .precision = c.precision});
+                          .precision = c.precision,
+                          .x_is_bf16 = rounded});
       row += b.rows;
     }
     XPD_RETURN_IF_ERROR(c.backend.MatMulGroup(problems));
@@ -77,7 +112,8 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
                                            .out = gate,
                                            .out_stride = width,
                                            .rows = total,
-                                           .dim = width}));
+                                           .dim = width,
+                                           .round_to_bf16 = rounded}));
     problems.clear();
     row = 0;
     for (const transport::ExpertBatch& b : batches) {
@@ -86,7 +122,8 @@ transport::ExpertCompute ExpertComputeFor(const LayerContext& c, const MoeWeight
                           .w = &moe.experts[b.expert].down.matrix,
                           .y = b.out,
                           .m = b.rows,
-                          .precision = c.precision});
+                          .precision = c.precision,
+                          .x_is_bf16 = rounded});
       row += b.rows;
     }
     return c.backend.MatMulGroup(problems);
@@ -126,13 +163,14 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
   }
 
   // Routed experts through the exchange: local here, all-to-all in an EP group.
+  XPD_ASSIGN_OR_RETURN(const float* operand, RoundedOperand(c, x, n, ScratchSlot::kFfnOperand));
   const transport::ExpertCompute compute = ExpertComputeFor(c, moe);
   float* routed = c.scratch.Floats(ScratchSlot::kRoutedOut, n * d);
   XPD_RETURN_IF_ERROR(c.exchange.DispatchCombine({.layer = layer,
                                                   .rows = n,
                                                   .hidden = d,
                                                   .top_k = static_cast<int32_t>(top_k),
-                                                  .x = x,
+                                                  .x = operand,
                                                   .expert_ids = ids.data(),
                                                   .weights = weights.data(),
                                                   .out = routed},
@@ -144,7 +182,7 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
     return absl::OkStatus();
   }
   float* shared = c.scratch.Floats(ScratchSlot::kSharedOut, n * d);
-  XPD_RETURN_IF_ERROR(RunMlp(c, moe.shared, x, n, shared, kernels::OutputMode::kOverwrite));
+  XPD_RETURN_IF_ERROR(RunMlp(c, moe.shared, operand, n, shared, kernels::OutputMode::kOverwrite));
   for (int64_t i = 0; i < n * d; ++i) h[i] += routed[i] + shared[i];
   return absl::OkStatus();
 }
@@ -162,7 +200,9 @@ absl::Status RunMoeExchangeOnly(const LayerContext& c, const MoeWeights& moe, in
 absl::Status RunFfnBlock(const LayerContext& c, const DecoderLayerWeights& w, int32_t layer,
                          const float* x, float* h) {
   if (w.is_moe) return RunMoe(c, w.moe, layer, x, h);
-  return RunMlp(c, w.dense, x, c.rows, h, kernels::OutputMode::kAccumulate);
+  XPD_ASSIGN_OR_RETURN(const float* operand,
+                       RoundedOperand(c, x, c.rows, ScratchSlot::kFfnOperand));
+  return RunMlp(c, w.dense, operand, c.rows, h, kernels::OutputMode::kAccumulate);
 }
 
 }  // namespace xpd::model

@@ -14,6 +14,7 @@ namespace xpd::model {
 // One slot per temporary that can be live at the same time as the others.
 enum class ScratchSlot : int {
   kNormed,         // RMSNorm(h), the input of attention and of the FFN
+  kFfnOperand,     // kBF16 compute: the FFN input rounded once for all its products
   kQueryLatent,    // c_q
   kQuery,          // q, all heads
   kKvLatent,       // [c_kv | k_pe] of the new rows

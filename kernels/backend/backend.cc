@@ -26,6 +26,9 @@ class ReferenceBackend final : public Backend {
   absl::Status RmsNorm(const RmsNormArgs& args) override { return kernels::RmsNorm(args); }
   absl::Status ApplyRope(const RopeArgs& args) override { return kernels::ApplyRope(args); }
   absl::Status SiluMul(const SiluMulArgs& args) override { return kernels::SiluMul(args); }
+  absl::Status RoundToBf16(const RoundToBf16Args& args) override {
+    return kernels::RoundToBf16Rows(args);
+  }
   absl::Status MoeRouting(const MoeRoutingArgs& args) override { return MoeRoutingCpu(args); }
   absl::Status LatentAttention(const LatentAttentionArgs& args) override {
     return kernels::LatentAttention(args, nullptr);
@@ -34,6 +37,16 @@ class ReferenceBackend final : public Backend {
     return kernels::MhaAttention(args, nullptr);
   }
 };
+
+// Rows [begin, end) of a row-wise op whose x and y have row strides (0: dim).
+template <typename Args>
+Args RowRange(Args part, int64_t begin, int64_t end) {
+  const int64_t xs = part.x_stride ? part.x_stride : part.dim;
+  const int64_t ys = part.y_stride ? part.y_stride : part.dim;
+  part.x += begin * xs, part.y += begin * ys, part.rows = end - begin;
+  part.x_stride = xs, part.y_stride = ys;
+  return part;
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -46,12 +59,8 @@ class CpuBackend final : public Backend {
   absl::Status MatMul(const MatMulArgs& args) override { return MatMulCpu(args, pool_); }
   absl::Status MatMulGroup(std::span<const MatMulArgs> problems) override;
   absl::Status RmsNorm(const RmsNormArgs& args) override {
-    return SplitRows(args.rows, args, [](RmsNormArgs part, int64_t begin, int64_t end) {
-      const int64_t xs = part.x_stride ? part.x_stride : part.dim;
-      const int64_t ys = part.y_stride ? part.y_stride : part.dim;
-      part.x += begin * xs, part.y += begin * ys, part.rows = end - begin;
-      part.x_stride = xs, part.y_stride = ys;
-      return kernels::RmsNorm(part);
+    return SplitRows(args.rows, args, [](const RmsNormArgs& all, int64_t begin, int64_t end) {
+      return kernels::RmsNorm(RowRange(all, begin, end));
     });
   }
   absl::Status ApplyRope(const RopeArgs& args) override { return kernels::ApplyRope(args); }
@@ -60,6 +69,11 @@ class CpuBackend final : public Backend {
       part.gate += begin * part.in_stride, part.up += begin * part.in_stride;
       part.out += begin * part.out_stride, part.rows = end - begin;
       return kernels::SiluMul(part);
+    });
+  }
+  absl::Status RoundToBf16(const RoundToBf16Args& args) override {
+    return SplitRows(args.rows, args, [](const RoundToBf16Args& all, int64_t begin, int64_t end) {
+      return kernels::RoundToBf16Rows(RowRange(all, begin, end));
     });
   }
   absl::Status MoeRouting(const MoeRoutingArgs& args) override { return MoeRoutingCpu(args); }

@@ -30,6 +30,7 @@ class Backend {
   virtual absl::Status RmsNorm(const RmsNormArgs& args) = 0;
   virtual absl::Status ApplyRope(const RopeArgs& args) = 0;
   virtual absl::Status SiluMul(const SiluMulArgs& args) = 0;
+  virtual absl::Status RoundToBf16(const RoundToBf16Args& args) = 0;
   virtual absl::Status MoeRouting(const MoeRoutingArgs& args) = 0;
   virtual absl::Status LatentAttention(const LatentAttentionArgs& args) = 0;
   virtual absl::Status MhaAttention(const MhaAttentionArgs& args) = 0;

@@ -91,5 +91,47 @@ TEST(CpuBackendTest, GroupWithAnInvalidProductIsInvalidArgument) {
   EXPECT_EQ(backend->MatMulGroup(args).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Row-wise ops split over threads: every row, with strides, exactly as the
+// reference backend computes it.
+TEST(CpuBackendTest, RowWiseOpsSplitOverThreadsMatchTheReference) {
+  const int64_t rows = 37, dim = 70, xs = 75, ys = 72;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(rows * xs), weight(dim);
+  for (float& v : x) v = normal(rng);
+  for (float& v : weight) v = normal(rng);
+  std::unique_ptr<Backend> reference = MakeReferenceBackend(), cpu = MakeCpuBackend(3);
+  auto run = [&](Backend& backend) {
+    std::vector<float> normed(rows * ys, -1.0f), rounded(rows * ys, -1.0f);
+    EXPECT_TRUE(backend
+                    .RmsNorm({.x = x.data(),
+                              .x_stride = xs,
+                              .weight = weight.data(),
+                              .y = normed.data(),
+                              .y_stride = ys,
+                              .rows = rows,
+                              .dim = dim})
+                    .ok());
+    EXPECT_TRUE(backend
+                    .RoundToBf16({.x = x.data(),
+                                  .x_stride = xs,
+                                  .y = rounded.data(),
+                                  .y_stride = ys,
+                                  .rows = rows,
+                                  .dim = dim})
+                    .ok());
+    return std::make_pair(normed, rounded);
+  };
+  const auto want = run(*reference), got = run(*cpu);
+  EXPECT_EQ(got.first, want.first);
+  EXPECT_EQ(got.second, want.second);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < dim; ++i) {
+      ASSERT_EQ(got.second[r * ys + i], RoundToBf16(x[r * xs + i])) << r << " " << i;
+    }
+    ASSERT_EQ(got.second[r * ys + dim], -1.0f) << "stride padding written in row " << r;
+  }
+}
+
 }  // namespace
 }  // namespace xpd::kernels

@@ -26,6 +26,11 @@ struct MatMulArgs {
   int64_t m = 0;
   Precision precision = Precision::kF32;
   OutputMode output = OutputMode::kOverwrite;
+  // kBF16 only: the caller guarantees every x value is already a bf16 value
+  // (RoundToBf16Rows, SiluMulArgs::round_to_bf16), so rounding it again
+  // would change nothing and is skipped. Lets one rounding serve several
+  // products (gate and up, all experts a token goes to).
+  bool x_is_bf16 = false;
 };
 
 absl::Status ValidateMatMulArgs(const MatMulArgs& args);

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/core/bf16_rounding.h"
 #include "kernels/core/cpu_features.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/matmul/matmul_internal.h"
@@ -53,27 +54,6 @@ constexpr int64_t kTilesPerClaim = 4;
 constexpr int64_t kMinChunkMacs = 1 << 16;
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
-
-// RNE f32 -> bf16 on 8 lanes (same rule as F32ToBf16, NaN quieted); the bf16
-// bits are returned in the high half of each 32-bit lane.
-inline __m256i RoundToBf16High(__m256 v) {
-  const __m256i bits = _mm256_castps_si256(v);
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb));
-  const __m256i quiet = _mm256_or_si256(bits, _mm256_set1_epi32(0x00400000));
-  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  return _mm256_and_si256(_mm256_blendv_epi8(rounded, quiet, nan),
-                          _mm256_set1_epi32(static_cast<int32_t>(0xffff0000u)));
-}
-
-void RoundRowToBf16F32(const float* src, int64_t k, float* dst) {
-  int64_t c = 0;
-  for (; c + 8 <= k; c += 8) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c),
-                        RoundToBf16High(_mm256_loadu_ps(src + c)));
-  }
-  for (; c < k; ++c) dst[c] = RoundToBf16(src[c]);
-}
 
 void RoundRowToBf16(const float* src, int64_t k, uint16_t* dst) {
   int64_t c = 0;
@@ -449,12 +429,15 @@ absl::Status MatMulCpuIsa(const MatMulArgs& args, ThreadPool& pool, Isa isa) {
   if (IsPacked(w.layout)) {
     p.packed = isa == Isa::kAvx2 ? &Avx2PackedKernels() : &Avx512PackedKernels();
     p.packed_kind = w.layout == WeightLayout::kBf16Tiles32 ? kPackedBf16 : kPackedF32;
-    p.x_mode = args.precision == Precision::kF32 ? XMode::kRaw : XMode::kRoundF32;
+    p.x_mode = args.precision == Precision::kF32 || args.x_is_bf16 ? XMode::kRaw : XMode::kRoundF32;
     RunPacked(p, pool);
     return absl::OkStatus();
   }
   const bool dp = args.precision == Precision::kBF16 && isa == Isa::kAvx512Bf16;
-  p.x_mode = args.precision == Precision::kF32 ? XMode::kRaw : dp ? XMode::kBf16 : XMode::kRoundF32;
+  p.x_mode = args.precision == Precision::kF32 ? XMode::kRaw
+             : dp                              ? XMode::kBf16
+             : args.x_is_bf16                  ? XMode::kRaw
+                                               : XMode::kRoundF32;
   p.widen_w = false;
   p.fused_ok = true;
   switch (w.dtype) {

@@ -298,6 +298,39 @@ TEST(MatMulTest, BatchInvariantBitwise) {
   }
 }
 
+// x_is_bf16 only skips rounding that would change nothing: x rounded by the
+// caller gives the same bits with or without it, on every path.
+TEST(MatMulTest, PreRoundedXSkipsRoundingWithTheSameResult) {
+  for (Isa isa : IsasToTest()) {
+    for (const Case& c : kCases) {
+      if (c.precision != Precision::kBF16) continue;
+      const TestWeights w = MakeCaseWeights(c, 300, 145, 31);
+      for (int64_t m : {1, 5, 40}) {
+        const std::vector<float> x = RandomVector(m * 150, 37);
+        std::vector<float> rounded(x);
+        for (float& v : rounded) v = RoundToBf16(v);
+        for (int threads : {1, 2}) {
+          auto run = [&](const std::vector<float>& xs, bool x_is_bf16) {
+            std::vector<float> y(m * 300);
+            MatMulArgs args{.x = xs.data(),
+                            .x_stride = 150,
+                            .w = &w.view,
+                            .y = y.data(),
+                            .m = m,
+                            .precision = c.precision,
+                            .x_is_bf16 = x_is_bf16};
+            ThreadPool pool(threads);
+            EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+            return y;
+          };
+          EXPECT_EQ(run(x, false), run(rounded, true))
+              << Describe(isa, c, m, w.view) << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
 // Packed weights: each output is one FMA chain over k, so the AVX2 and
 // AVX-512 kernels must agree bit for bit (unlike the row-major kernels).
 TEST(MatMulTest, PackedIsBitwiseTheSameOnEveryIsa) {

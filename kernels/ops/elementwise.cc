@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/core/bf16_rounding.h"
 #include "kernels/core/vector_exp.h"
 
 namespace xpd::kernels {
@@ -64,18 +65,30 @@ absl::Status SiluMul(const SiluMulArgs& a) {
       const __m256 e = Exp8(_mm256_sub_ps(_mm256_setzero_ps(), gate));
       return _mm256_mul_ps(_mm256_div_ps(gate, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), up);
     };
+    auto finish = [&](__m256 v) {
+      return a.round_to_bf16 ? _mm256_castsi256_ps(RoundToBf16High(v)) : v;
+    };
     int64_t i = 0;
     for (; i + 8 <= a.dim; i += 8) {
-      _mm256_storeu_ps(o + i, silu_mul(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+      _mm256_storeu_ps(o + i, finish(silu_mul(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i))));
     }
     if (i < a.dim) {
       alignas(32) float gv[8] = {}, uv[8] = {}, ov[8];
       std::copy(g + i, g + a.dim, gv);
       std::copy(u + i, u + a.dim, uv);
-      _mm256_store_ps(ov, silu_mul(_mm256_load_ps(gv), _mm256_load_ps(uv)));
+      _mm256_store_ps(ov, finish(silu_mul(_mm256_load_ps(gv), _mm256_load_ps(uv))));
       std::copy(ov, ov + (a.dim - i), o + i);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status RoundToBf16Rows(const RoundToBf16Args& a) {
+  if (a.x == nullptr || a.y == nullptr || a.rows < 0 || a.dim < 0) {
+    return absl::InvalidArgumentError("RoundToBf16Rows: null buffer or negative size");
+  }
+  const int64_t xs = a.x_stride ? a.x_stride : a.dim, ys = a.y_stride ? a.y_stride : a.dim;
+  for (int64_t r = 0; r < a.rows; ++r) RoundRowToBf16F32(a.x + r * xs, a.dim, a.y + r * ys);
   return absl::OkStatus();
 }
 

@@ -1,6 +1,6 @@
 // Row-wise and element-wise ops of the DeepSeek-V3 forward pass: RMSNorm,
 // interleaved (GPT-J style) rotary embedding with precomputed frequencies,
-// and the SwiGLU activation.
+// the SwiGLU activation, and rounding to bf16 values.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +37,7 @@ struct RopeArgs {
 };
 absl::Status ApplyRope(const RopeArgs& args);
 
-// out[r, i] = silu(gate[r, i]) * up[r, i] where gate/up are the two halves of
-// each row of `gate_up` ([rows, 2 * dim]: gate first). out may alias gate_up.
+// out[r, i] = silu(gate[r, i]) * up[r, i]. out may alias gate or up.
 struct SiluMulArgs {
   const float* gate = nullptr;  // [rows, dim], row stride in_stride
   const float* up = nullptr;    // [rows, dim], row stride in_stride
@@ -47,7 +46,23 @@ struct SiluMulArgs {
   int64_t out_stride = 0;
   int64_t rows = 0;
   int64_t dim = 0;
+  // Store RoundToBf16(out) instead: the down projection's kBF16 operand,
+  // rounded here once (MatMulArgs::x_is_bf16).
+  bool round_to_bf16 = false;
 };
 absl::Status SiluMul(const SiluMulArgs& args);
+
+// y[r, i] = RoundToBf16(x[r, i]) (round to nearest even, NaN quieted), kept
+// as f32: an activation that several kBF16 products read, rounded once
+// (MatMulArgs::x_is_bf16). y may alias x.
+struct RoundToBf16Args {
+  const float* x = nullptr;  // [rows, dim], row stride x_stride
+  int64_t x_stride = 0;      // 0 means dim
+  float* y = nullptr;        // [rows, dim], row stride y_stride
+  int64_t y_stride = 0;      // 0 means dim
+  int64_t rows = 0;
+  int64_t dim = 0;
+};
+absl::Status RoundToBf16Rows(const RoundToBf16Args& args);
 
 }  // namespace xpd::kernels

@@ -1,10 +1,14 @@
 #include "kernels/ops/elementwise.h"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/core/dtype.h"
 
 namespace xpd::kernels {
 namespace {
@@ -86,10 +90,80 @@ TEST(SiluMulTest, ComputesSiluOfGateTimesUp) {
   }
 }
 
+TEST(SiluMulTest, RoundsItsOutputToBf16WhenAsked) {
+  std::vector<float> gate = Random(2 * 21, 6), up = Random(2 * 21, 7), plain(2 * 21),
+                     rounded(2 * 21);
+  SiluMulArgs args{.gate = gate.data(),
+                   .up = up.data(),
+                   .in_stride = 21,
+                   .out = plain.data(),
+                   .out_stride = 21,
+                   .rows = 2,
+                   .dim = 21};  // 21: two vectors and a ragged end
+  ASSERT_TRUE(SiluMul(args).ok());
+  args.out = rounded.data();
+  args.round_to_bf16 = true;
+  ASSERT_TRUE(SiluMul(args).ok());
+  for (int i = 0; i < 2 * 21; ++i) {
+    EXPECT_EQ(std::bit_cast<uint32_t>(rounded[i]), std::bit_cast<uint32_t>(RoundToBf16(plain[i])))
+        << i;
+  }
+}
+
+// Against the scalar rule in dtype.h (itself tested on ties and NaN): ties to
+// even both ways, values that round up into the next binade or to infinity,
+// infinities, NaN payloads, denormals and signed zero, with row strides.
+TEST(RoundToBf16RowsTest, MatchesTheScalarRuleOnEdgeValues) {
+  std::vector<float> edge = {1.0f + 0x1p-8f,  // tie, even below: down
+                             1.0f + 0x3p-8f,  // tie, odd below: up
+                             1.0f + 0x1p-9f,
+                             -(1.0f + 0x3p-8f),
+                             std::numeric_limits<float>::max(),  // rounds up to infinity
+                             0x1.ff8p-1f,                        // rounds up into the next binade
+                             std::numeric_limits<float>::infinity(),
+                             -std::numeric_limits<float>::infinity(),
+                             std::numeric_limits<float>::quiet_NaN(),
+                             std::bit_cast<float>(0x7f800001u),  // signaling NaN
+                             std::numeric_limits<float>::denorm_min(),
+                             0x1.234567p-130f,
+                             -0.0f,
+                             0.0f};
+  const std::vector<float> more = Random(27, 8);
+  edge.insert(edge.end(), more.begin(), more.end());  // 41 = 5 vectors and a ragged end
+  const int64_t dim = static_cast<int64_t>(edge.size()), rows = 3, xs = dim + 3, ys = dim + 5;
+  std::vector<float> x(rows * xs), y(rows * ys, 7.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < dim; ++i) x[r * xs + i] = edge[(i + r) % dim];
+  }
+  ASSERT_TRUE(
+      RoundToBf16Rows(
+          {.x = x.data(), .x_stride = xs, .y = y.data(), .y_stride = ys, .rows = rows, .dim = dim})
+          .ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < ys; ++i) {
+      const uint32_t got = std::bit_cast<uint32_t>(y[r * ys + i]);
+      if (i >= dim) {
+        EXPECT_EQ(got, std::bit_cast<uint32_t>(7.0f)) << "stride padding written";
+        continue;
+      }
+      const uint32_t want = uint32_t{F32ToBf16(x[r * xs + i])} << 16;
+      EXPECT_EQ(got, want) << "row " << r << " column " << i << " x=" << x[r * xs + i];
+    }
+  }
+  // In place.
+  std::vector<float> in_place = edge;
+  ASSERT_TRUE(
+      RoundToBf16Rows({.x = in_place.data(), .y = in_place.data(), .rows = 1, .dim = dim}).ok());
+  for (int64_t i = 0; i < dim; ++i) {
+    EXPECT_EQ(std::bit_cast<uint32_t>(in_place[i]), uint32_t{F32ToBf16(edge[i])} << 16) << i;
+  }
+}
+
 TEST(ElementwiseTest, RejectsNullBuffers) {
   EXPECT_FALSE(RmsNorm({}).ok());
   EXPECT_FALSE(ApplyRope({}).ok());
   EXPECT_FALSE(SiluMul({}).ok());
+  EXPECT_FALSE(RoundToBf16Rows({}).ok());
 }
 
 }  // namespace
