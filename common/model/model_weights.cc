@@ -3,11 +3,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "common/base/status_macros.h"
+#include "kernels/core/thread_pool.h"
 #include "kernels/matmul/weight_packing.h"
 
 namespace xpd::model {
@@ -36,6 +39,7 @@ struct Loader {
   const Checkpoint& checkpoint;
   const ModelConfig& config;
   Precision precision;
+  kernels::ThreadPool* pool = nullptr;  // loads a layer's experts side by side
 
   absl::StatusOr<std::vector<float>> Vector(const std::string& name, int64_t size) const {
     const int64_t shape[] = {size};
@@ -187,11 +191,25 @@ struct Loader {
     XPD_ASSIGN_OR_RETURN(w.moe.correction_bias,
                          Vector(prefix + "mlp.gate.e_score_correction_bias", experts));
     w.moe.experts.resize(experts);
-    for (int64_t e = 0; e < experts; ++e) {
-      if (options.hold_expert && !options.hold_expert(layer, e)) continue;
-      XPD_ASSIGN_OR_RETURN(w.moe.experts[e], Mlp(absl::StrCat(prefix, "mlp.experts.", e),
-                                                 config.moe_intermediate_size));
+    std::vector<absl::Status> status(experts);
+    auto load = [&](int64_t begin, int64_t end) {
+      for (int64_t e = begin; e < end; ++e) {
+        if (options.hold_expert && !options.hold_expert(layer, e)) continue;
+        absl::StatusOr<MlpWeights> mlp =
+            Mlp(absl::StrCat(prefix, "mlp.experts.", e), config.moe_intermediate_size);
+        if (mlp.ok()) {
+          w.moe.experts[e] = *std::move(mlp);
+        } else {
+          status[e] = mlp.status();
+        }
+      }
+    };
+    if (pool != nullptr) {
+      pool->ParallelForDynamic(experts, 1, load);
+    } else {
+      load(0, experts);
     }
+    for (const absl::Status& s : status) XPD_RETURN_IF_ERROR(s);  // the lowest expert's error
     if (config.n_shared_experts > 0) {
       XPD_ASSIGN_OR_RETURN(w.moe.shared,
                            Mlp(prefix + "mlp.shared_experts",
@@ -229,7 +247,11 @@ struct Loader {
 absl::StatusOr<ModelWeights> LoadModelWeights(const Checkpoint& checkpoint,
                                               const LoadOptions& options) {
   const ModelConfig& config = checkpoint.config();
-  const Loader loader{checkpoint, config, options.precision};
+  const int threads = options.load_threads > 0
+                          ? options.load_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  kernels::ThreadPool pool(threads);
+  const Loader loader{checkpoint, config, options.precision, &pool};
   const int64_t d = config.hidden_size, vocab = config.vocab_size;
   const int64_t total_layers =
       config.num_hidden_layers + (options.load_mtp ? config.num_nextn_predict_layers : 0);

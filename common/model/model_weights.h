@@ -69,7 +69,12 @@ struct LoadOptions {
   kernels::Precision precision = kernels::Precision::kF32;
   bool load_mtp = true;  // ignored when the checkpoint has no MTP layer
   // Which routed experts this rank holds (layer, expert) -> bool; empty = all.
+  // Called from several loading threads at once.
   std::function<bool(int64_t layer, int64_t expert)> hold_expert;
+  // Threads that load (convert, pack) a layer's routed experts side by side;
+  // 0 means one per core. Loading is mostly page faults and copies, which
+  // scale with cores.
+  int load_threads = 0;
   // Called after each decoder layer is loaded: (layers done, layers total).
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -3,8 +3,13 @@
 // row-major, and FP8 kept as stored for f32 compute.
 #include "common/model/model_weights.h"
 
+#include <stdlib.h>
+
+#include <cstring>
+#include <filesystem>
 #include <string>
 
+#include "common/model/safetensors_writer.h"
 #include "gtest/gtest.h"
 #include "kernels/matmul/weight_packing.h"
 #include "tests/model/fixture_model.h"
@@ -106,6 +111,68 @@ TEST(ModelWeightsTest, Fp8StaysAsStoredForF32AndIsPackedAsBf16ForBf16) {
   EXPECT_EQ(converted.dtype, DType::kBF16);
   EXPECT_EQ(converted.layout, WeightLayout::kBf16Tiles32);
   ExpectSameValues(converted, stored, true, name);
+}
+
+// Experts load on several threads; what they load, and the error reported
+// when several are broken, must not depend on how many.
+TEST(ModelWeightsTest, ExpertsLoadTheSameOnAnyNumberOfThreads) {
+  const auto checkpoint = OpenFixture("bf16");
+  absl::StatusOr<ModelWeights> one =
+      LoadModelWeights(*checkpoint, {.precision = Precision::kBF16, .load_threads = 1});
+  absl::StatusOr<ModelWeights> three =
+      LoadModelWeights(*checkpoint, {.precision = Precision::kBF16, .load_threads = 3});
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_TRUE(three.ok()) << three.status();
+  for (size_t layer = 0; layer < one->layers.size(); ++layer) {
+    const MoeWeights& a = one->layers[layer].moe;
+    const MoeWeights& b = three->layers[layer].moe;
+    ASSERT_EQ(a.experts.size(), b.experts.size());
+    for (size_t e = 0; e < a.experts.size(); ++e) {
+      for (const auto member : {&MlpWeights::gate, &MlpWeights::up, &MlpWeights::down}) {
+        const WeightMatrix& x = (a.experts[e].*member).matrix;
+        const WeightMatrix& y = (b.experts[e].*member).matrix;
+        ASSERT_EQ(kernels::StoredBytes(x), kernels::StoredBytes(y));
+        ASSERT_EQ(std::memcmp(x.data, y.data, kernels::StoredBytes(x)), 0)
+            << "layer " << layer << " expert " << e;
+      }
+    }
+  }
+}
+
+TEST(ModelWeightsTest, TheLowestBrokenExpertIsReportedWhateverTheThreads) {
+  // The fixture again, without the gate projections of experts 2 and 5 of
+  // layer 1.
+  const auto fixture = OpenFixture("bf16");
+  std::string dir = ::testing::TempDir() + "/broken_experts_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  std::filesystem::copy_file(std::string(testing::kFixtureRoot) + "/models/bf16/config.json",
+                             dir + "/config.json");
+  SafetensorsWriter writer;
+  for (const std::string& name : fixture->TensorNames()) {
+    if (name == "model.layers.1.mlp.experts.2.gate_proj.weight" ||
+        name == "model.layers.1.mlp.experts.5.gate_proj.weight") {
+      continue;
+    }
+    absl::StatusOr<TensorView> view = fixture->GetAny(name);
+    ASSERT_TRUE(view.ok()) << view.status();
+    const TensorView v = *view;
+    ASSERT_TRUE(
+        writer
+            .Add(name, v.dtype, v.shape,
+                 [v](std::span<std::byte> out) { std::memcpy(out.data(), v.data, out.size()); })
+            .ok());
+  }
+  ASSERT_TRUE(writer.Write(dir + "/model.safetensors").ok());
+  absl::StatusOr<std::unique_ptr<Checkpoint>> broken = Checkpoint::Open(dir);
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  for (int threads : {1, 2, 4}) {
+    absl::StatusOr<ModelWeights> w = LoadModelWeights(
+        **broken, {.precision = Precision::kBF16, .load_mtp = false, .load_threads = threads});
+    ASSERT_FALSE(w.ok());
+    EXPECT_NE(w.status().message().find("experts.2.gate_proj"), std::string::npos)
+        << threads << " threads: " << w.status();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
