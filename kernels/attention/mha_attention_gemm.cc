@@ -1,10 +1,14 @@
 #include "kernels/attention/mha_attention_gemm.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "kernels/attention/vector_math.h"
+#include "kernels/core/simd_transpose.h"
 #include "kernels/matmul/matmul.h"
 
 namespace xpd::kernels {
@@ -16,6 +20,23 @@ constexpr int64_t kQueryBlock = 128;
 struct HeadScratch {
   std::vector<float> keys, values, scores;
 };
+
+// Dims [0, dims) of 8 consecutive keys (rows `stride` apart) into a key
+// tile at their first lane: dim d of the 8 keys lands contiguously at
+// dst[d * 32]. The ragged end of dims goes one value at a time.
+void TransposeRows(const float* src, int64_t stride, int64_t dims, float* dst) {
+  constexpr int64_t kTile = kPackedTileRows;
+  int64_t d = 0;
+  for (; d + 8 <= dims; d += 8) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * stride + d);
+    Transpose8x8(r);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (d + i) * kTile, r[i]);
+  }
+  for (; d < dims; ++d) {
+    for (int j = 0; j < 8; ++j) dst[d * kTile + j] = src[j * stride + d];
+  }
+}
 
 // Attention of one head of one sequence, on the calling thread (`solo` has
 // one thread: the matmuls' results never depend on the thread count). K and V
@@ -47,14 +68,28 @@ absl::Status RunHead(const MhaAttentionArgs& a, const AttentionSequence& seq, in
       std::fill(last + t * kTile + used, last + (t + 1) * kTile, 0.0f);
     }
   }
-  for (int64_t t = 0; t < total_keys; ++t) {
+  const int64_t kv_stride = a.heads * kv_width;
+  int64_t t = 0;
+  for (; t + 8 <= total_keys; t += 8) {  // 8 keys at a time, always inside one tile
+    float* key = &s.keys[(t / kTile) * qk * kTile + t % kTile];
+    TransposeRows(seq.kv + (t * a.heads + h) * kv_width, kv_stride, a.nope_dim, key);
+    TransposeRows(seq.k_pe + t * seq.k_pe_stride, seq.k_pe_stride, a.rope_dim,
+                  key + a.nope_dim * kTile);
+  }
+  for (; t < total_keys; ++t) {
     const float* kv = seq.kv + (t * a.heads + h) * kv_width;
     const float* pe = seq.k_pe + t * seq.k_pe_stride;
     float* key = &s.keys[(t / kTile) * qk * kTile + t % kTile];
     for (int32_t d = 0; d < a.nope_dim; ++d) key[d * kTile] = kv[d];
     for (int32_t d = 0; d < a.rope_dim; ++d) key[(a.nope_dim + d) * kTile] = pe[d];
-    for (int32_t d = 0; d < a.v_dim; ++d) {
-      s.values[((d / kTile) * total_keys + t) * kTile + d % kTile] = kv[a.nope_dim + d];
+  }
+  // A key's values are one run of up to 32 dims per value tile.
+  for (int64_t vt = 0; vt < value_tiles; ++vt) {
+    const int64_t dims = std::min<int64_t>(kTile, a.v_dim - vt * kTile);
+    const float* src = seq.kv + h * kv_width + a.nope_dim + vt * kTile;
+    float* dst = &s.values[vt * total_keys * kTile];
+    for (int64_t key = 0; key < total_keys; ++key) {
+      std::memcpy(dst + key * kTile, src + key * kv_stride, dims * sizeof(float));
     }
   }
   for (int64_t q0 = 0; q0 < seq.num_queries; q0 += kQueryBlock) {

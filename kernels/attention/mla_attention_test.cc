@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -143,33 +144,38 @@ TEST(MlaAttentionTest, LatentAndMhaFormsMatchBruteForce) {
 
 TEST(MlaAttentionTest, GemmFormMatchesLoopFormAcrossQueryBlocks) {
   std::mt19937 rng(11);
-  const int heads = 2, nope = 16, rope = 8, v = 12;
-  for (const auto& [start, queries] : {std::pair{0, 300}, std::pair{37, 130}, std::pair{5, 1}}) {
-    const int keys = start + queries;
-    std::vector<float> q = Random(queries * heads * (nope + rope), rng);
-    std::vector<float> kv = Random(keys * heads * (nope + v), rng);
-    std::vector<float> k_pe = Random(keys * 10, rng);
-    AttentionSequence seq{.query_row = 0,
-                          .num_queries = queries,
-                          .start = start,
-                          .kv = kv.data(),
-                          .k_pe = k_pe.data(),
-                          .k_pe_stride = 10};
-    MhaAttentionArgs args{.q = q.data(),
-                          .heads = heads,
-                          .nope_dim = nope,
-                          .rope_dim = rope,
-                          .v_dim = v,
-                          .softmax_scale = 0.25f,
-                          .sequences = {&seq, 1}};
-    std::vector<float> loop(queries * heads * v), gemm(queries * heads * v);
-    args.out = loop.data();
-    ASSERT_TRUE(MhaAttention(args, nullptr).ok());
-    args.out = gemm.data();
-    ThreadPool pool(2);
-    ASSERT_TRUE(MhaAttentionGemm(args, pool).ok());
-    for (size_t i = 0; i < loop.size(); ++i) {
-      ASSERT_NEAR(gemm[i], loop[i], 2e-5) << "start " << start << " index " << i;
+  const int heads = 2;
+  // Key dims in whole groups of 8 and with ragged ends; values in a partial
+  // tile and over two tiles. Keys: whole groups of 8 and a ragged end.
+  for (const auto& [nope, rope, v] : {std::tuple{16, 8, 12}, std::tuple{13, 6, 40}}) {
+    for (const auto& [start, queries] : {std::pair{0, 300}, std::pair{37, 130}, std::pair{5, 1}}) {
+      const int keys = start + queries;
+      std::vector<float> q = Random(queries * heads * (nope + rope), rng);
+      std::vector<float> kv = Random(keys * heads * (nope + v), rng);
+      std::vector<float> k_pe = Random(keys * 10, rng);
+      AttentionSequence seq{.query_row = 0,
+                            .num_queries = queries,
+                            .start = start,
+                            .kv = kv.data(),
+                            .k_pe = k_pe.data(),
+                            .k_pe_stride = 10};
+      MhaAttentionArgs args{.q = q.data(),
+                            .heads = heads,
+                            .nope_dim = nope,
+                            .rope_dim = rope,
+                            .v_dim = v,
+                            .softmax_scale = 0.25f,
+                            .sequences = {&seq, 1}};
+      std::vector<float> loop(queries * heads * v), gemm(queries * heads * v);
+      args.out = loop.data();
+      ASSERT_TRUE(MhaAttention(args, nullptr).ok());
+      args.out = gemm.data();
+      ThreadPool pool(2);
+      ASSERT_TRUE(MhaAttentionGemm(args, pool).ok());
+      for (size_t i = 0; i < loop.size(); ++i) {
+        ASSERT_NEAR(gemm[i], loop[i], 2e-5)
+            << "dims " << nope << "/" << rope << "/" << v << " start " << start << " index " << i;
+      }
     }
   }
 }
