@@ -6,7 +6,9 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/attention/latent_kernels.h"
 #include "kernels/attention/vector_math.h"
+#include "kernels/core/cpu_features.h"
 
 namespace xpd::kernels {
 namespace {
@@ -16,6 +18,39 @@ using internal::AxpySum;
 using internal::Dot;
 using internal::Dot4;
 using internal::SoftmaxInPlace;
+
+// AVX2 latent loops: four heads per pass over a key row for the scores,
+// eight per pass for the weighted sum.
+void Avx2Score(const float* const q[], int heads, const float* const rows[], int64_t keys,
+               int64_t width, float scale, float* const scores[], float* /*scratch*/) {
+  for (int64_t t = 0; t < keys; ++t) {
+    int h = 0;
+    for (; h + 4 <= heads; h += 4) {
+      float dots[4];
+      Dot4(q + h, rows[t], width, dots);
+      for (int j = 0; j < 4; ++j) scores[h + j][t] = scale * dots[j];
+    }
+    for (; h < heads; ++h) scores[h][t] = scale * Dot(q[h], rows[t], width);
+  }
+}
+
+void Avx2WeightedSum(const float* const p[], int heads, const float* const rows[], int64_t keys,
+                     float* const out[], int64_t n) {
+  int h = 0;
+  for (; h + 8 <= heads; h += 8) AxpySum<8>(p + h, rows, keys, out + h, n);
+  for (; h < heads; ++h) AxpySum<1>(p + h, rows, keys, out + h, n);
+}
+
+constexpr internal::LatentKernels kAvx2LatentKernels = {.score = &Avx2Score,
+                                                        .weighted_sum = &Avx2WeightedSum};
+
+// The widest set the CPU has (XPD_CPU_ISA=avx2 caps it), fixed per process.
+const internal::LatentKernels& PickLatentKernels() {
+  static const internal::LatentKernels& kernels = GetCpuFeatures().HasAvx512()
+                                                      ? internal::Avx512LatentKernels()
+                                                      : internal::Avx2LatentKernels();
+  return kernels;
+}
 
 // One (sequence, head) pair: the unit of parallel work.
 struct HeadTask {
@@ -57,6 +92,8 @@ absl::Status CheckSequences(std::span<const AttentionSequence> sequences, bool l
 
 }  // namespace
 
+const internal::LatentKernels& internal::Avx2LatentKernels() { return kAvx2LatentKernels; }
+
 absl::Status LatentAttention(const LatentAttentionArgs& a, ThreadPool* pool) {
   if (a.q == nullptr || a.out == nullptr || a.cache.pool == nullptr || a.heads <= 0 ||
       a.kv_rank + a.rope_dim != a.cache.latent_dim) {
@@ -73,6 +110,7 @@ absl::Status LatentAttention(const LatentAttentionArgs& a, ThreadPool* pool) {
   const int64_t sequences = static_cast<int64_t>(a.sequences.size());
   const int64_t groups = std::clamp<int64_t>((threads + sequences - 1) / sequences, 1, a.heads);
   const int32_t group_heads = static_cast<int32_t>((a.heads + groups - 1) / groups);
+  const internal::LatentKernels& kernels = PickLatentKernels();
   RunTasks(a.sequences.size() * groups, pool, [&](int64_t task_index) {
     const AttentionSequence& seq = a.sequences[task_index / groups];
     const int32_t h0 = static_cast<int32_t>(task_index % groups) * group_heads;
@@ -81,43 +119,31 @@ absl::Status LatentAttention(const LatentAttentionArgs& a, ThreadPool* pool) {
     const int64_t keys = seq.start + seq.num_queries;
     thread_local std::vector<float> scores;  // [head of the group][key]
     thread_local std::vector<const float*> rows;
+    thread_local std::vector<float> scratch;
     scores.resize((h1 - h0) * keys);
     rows.resize(keys);
+    scratch.resize(q_width * internal::kMaxLatentGroupHeads + 16);
     for (int64_t t = 0; t < keys; ++t) rows[t] = a.cache.Row(seq.block_table, a.layer, t);
     for (int32_t i = 0; i < seq.num_queries; ++i) {
       const int64_t row = seq.query_row + i;
       const int64_t visible = seq.start + i + 1;
-      auto q = [&](int32_t h) { return a.q + (row * a.heads + h) * q_width; };
-      auto out = [&](int32_t h) { return a.out + (row * a.heads + h) * a.kv_rank; };
-      auto head_scores = [&](int32_t h) { return scores.data() + (h - h0) * keys; };
-      // [q_abs | q_pe] . [c_kv | k_pe] in one dot: the absorbed nope and rope
-      // terms; four heads per pass over a row.
-      for (int64_t t = 0; t < visible; ++t) {
-        int32_t h = h0;
-        for (; h + 4 <= h1; h += 4) {
-          const float* qs[4] = {q(h), q(h + 1), q(h + 2), q(h + 3)};
-          float dots[4];
-          Dot4(qs, rows[t], q_width, dots);
-          for (int j = 0; j < 4; ++j) head_scores(h + j)[t] = a.softmax_scale * dots[j];
+      // [q_abs | q_pe] . [c_kv | k_pe] in one dot (the absorbed nope and rope
+      // terms), then softmax, then the weighted sum of the same rows; up to
+      // 16 heads per pass over the rows.
+      for (int32_t first = h0; first < h1; first += internal::kMaxLatentGroupHeads) {
+        const int n = std::min(h1 - first, internal::kMaxLatentGroupHeads);
+        const float* q[internal::kMaxLatentGroupHeads];
+        float* head_scores[internal::kMaxLatentGroupHeads];
+        float* out[internal::kMaxLatentGroupHeads];
+        for (int j = 0; j < n; ++j) {
+          q[j] = a.q + (row * a.heads + first + j) * q_width;
+          head_scores[j] = scores.data() + (first + j - h0) * keys;
+          out[j] = a.out + (row * a.heads + first + j) * a.kv_rank;
         }
-        for (; h < h1; ++h) head_scores(h)[t] = a.softmax_scale * Dot(q(h), rows[t], q_width);
-      }
-      const float* weights[8];
-      float* outs[8];
-      int32_t h = h0;
-      for (; h + 8 <= h1; h += 8) {
-        for (int j = 0; j < 8; ++j) {
-          SoftmaxInPlace(head_scores(h + j), visible);
-          weights[j] = head_scores(h + j);
-          outs[j] = out(h + j);
-        }
-        AxpySum<8>(weights, rows.data(), visible, outs, a.kv_rank);
-      }
-      for (; h < h1; ++h) {
-        SoftmaxInPlace(head_scores(h), visible);
-        weights[0] = head_scores(h);
-        outs[0] = out(h);
-        AxpySum<1>(weights, rows.data(), visible, outs, a.kv_rank);
+        kernels.score(q, n, rows.data(), visible, q_width, a.softmax_scale, head_scores,
+                      scratch.data());
+        for (int j = 0; j < n; ++j) SoftmaxInPlace(head_scores[j], visible);
+        kernels.weighted_sum(head_scores, n, rows.data(), visible, out, a.kv_rank);
       }
     }
   });
