@@ -82,13 +82,14 @@ struct Loader {
   // kernels/matmul/weight_packing.h).
   absl::StatusOr<Linear> Projection(const std::string& prefix, int64_t rows, int64_t cols) const {
     XPD_ASSIGN_OR_RETURN(WeightMatrix matrix, Matrix(prefix + ".weight", rows, cols, kLinearTypes));
-    if (precision == Precision::kBF16 && matrix.dtype != DType::kBF16) {
+    if (precision == Precision::kBF16 && matrix.dtype == DType::kF32) {
       const Linear converted =
           Derived(rows, cols, [&](int64_t r, int64_t c) { return matrix.At(r, c); });
       ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return Packed(converted.matrix, prefix);
     }
-    if (matrix.dtype == DType::kBF16) {
+    // BF16 as stored, or FP8 dequantized and rounded to BF16 while packing.
+    if (matrix.dtype == DType::kBF16 || precision == Precision::kBF16) {
       XPD_ASSIGN_OR_RETURN(Linear packed, Packed(matrix, prefix));
       ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return packed;

@@ -34,4 +34,17 @@ inline void RoundRowToBf16F32(const float* src, int64_t k, float* dst) {
   for (; c < k; ++c) dst[c] = RoundToBf16(src[c]);
 }
 
+// dst[c] = F32ToBf16(src[c]) for c in [0, k): the bf16 bits themselves.
+inline void RoundRowToBf16(const float* src, int64_t k, uint16_t* dst) {
+  int64_t c = 0;
+  for (; c + 16 <= k; c += 16) {
+    const __m256i lo = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c)), 16);
+    const __m256i hi = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c + 8)), 16);
+    // packus interleaves 128-bit lanes; the permute restores column order.
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), packed);
+  }
+  for (; c < k; ++c) dst[c] = F32ToBf16(src[c]);
+}
+
 }  // namespace xpd::kernels

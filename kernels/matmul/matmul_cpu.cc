@@ -55,18 +55,6 @@ constexpr int64_t kMinChunkMacs = 1 << 16;
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 
-void RoundRowToBf16(const float* src, int64_t k, uint16_t* dst) {
-  int64_t c = 0;
-  for (; c + 16 <= k; c += 16) {
-    const __m256i lo = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c)), 16);
-    const __m256i hi = _mm256_srli_epi32(RoundToBf16High(_mm256_loadu_ps(src + c + 8)), 16);
-    // packus interleaves 128-bit lanes; the permute restores column order.
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xd8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + c), packed);
-  }
-  for (; c < k; ++c) dst[c] = F32ToBf16(src[c]);
-}
-
 // Widens columns [c0, c1) of one row (src and dst indexed by column).
 void WidenBf16Row(const uint16_t* src, int64_t c0, int64_t c1, float* dst) {
   int64_t c = c0;

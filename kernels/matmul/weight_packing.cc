@@ -6,8 +6,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/bf16_rounding.h"
+#include "kernels/core/dtype.h"
 #include "kernels/core/simd_transpose.h"
 
 namespace xpd::kernels {
@@ -45,6 +48,9 @@ void PackBlock(const float* src, int64_t cols, int64_t c0, float* out) {
   }
 }
 
+// Where row j of a BF16 tile sits in its k-lines (see kBf16Tiles32).
+int64_t Bf16Lane(int64_t j) { return (j % 16) * 2 + j / 16; }
+
 // Copies one row-major matrix into its tiles; `lane(j)` is where row j of a
 // tile sits in each k-line. Full tiles go 8 columns at a time through
 // PackBlock; the last partial tile and column tail one value at a time.
@@ -67,22 +73,80 @@ void FillTiles(const T* src, int64_t rows, int64_t cols, T* dst, Lane lane) {
   }
 }
 
+// One FP8 row times its block scales, as WeightMatrix::At computes each value
+// (F8E4M3ToF32(code) * scale in f32, the NaN codes included), rounded to
+// bf16 bits. Eight codes at a time: a code shifted into an f16 is the value
+// / 256, exactly, and (value / 256) * (scale * 256) rounds like value * scale.
+void DequantizeF8RowToBf16(const uint8_t* src, const float* scale_row, int64_t cols,
+                           int64_t block_cols, float* row_f32, uint16_t* dst) {
+  for (int64_t b0 = 0; b0 < cols; b0 += block_cols) {
+    const int64_t b1 = std::min(cols, b0 + block_cols);
+    const float scale = scale_row[b0 / block_cols];
+    const __m256 scale256 = _mm256_set1_ps(scale * 256.0f);
+    int64_t c = b0;
+    for (; c + 8 <= b1; c += 8) {
+      const __m256i codes =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + c)));
+      const __m256i half =
+          _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x7f)), 7),
+                          _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)), 8));
+      const __m128i halves =
+          _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(half, half), 0x08));
+      __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(halves), scale256);
+      // 0x7f / 0xff are NaN in E4M3 (the f16 trick would read 480).
+      const __m256i is_nan = _mm256_cmpeq_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x7f)),
+                                                _mm256_set1_epi32(0x7f));
+      const __m256i nan =
+          _mm256_or_si256(_mm256_set1_epi32(0x7fc00000),
+                          _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)), 24));
+      v = _mm256_blendv_ps(v, _mm256_castsi256_ps(nan), _mm256_castsi256_ps(is_nan));
+      _mm256_storeu_ps(row_f32 + c, v);
+    }
+    for (; c < b1; ++c) row_f32[c] = F8E4M3ToF32(src[c]) * scale;
+  }
+  RoundRowToBf16(row_f32, cols, dst);
+}
+
+// FP8 -> BF16 tiles: each tile's 32 rows are dequantized and rounded into a
+// small row-major buffer, then packed like a BF16 tile.
+void FillTilesFromF8(const WeightMatrix& w, uint16_t* dst) {
+  std::vector<float> row_f32(w.cols);
+  std::vector<uint16_t> tile(kPackedTileRows * w.cols);
+  const auto* codes = static_cast<const uint8_t*>(w.data);
+  const int64_t scale_cols = w.scale_cols();
+  for (int64_t r0 = 0; r0 < w.rows; r0 += kPackedTileRows) {
+    const int64_t valid = std::min<int64_t>(kPackedTileRows, w.rows - r0);
+    for (int64_t j = 0; j < valid; ++j) {
+      const int64_t r = r0 + j;
+      DequantizeF8RowToBf16(codes + r * w.cols, w.block_scales + (r / w.block_rows) * scale_cols,
+                            w.cols, w.block_cols, row_f32.data(), tile.data() + j * w.cols);
+    }
+    FillTiles(tile.data(), valid, w.cols, dst + r0 * w.cols, Bf16Lane);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
-  if (w.dtype == DType::kF8E4M3 || w.layout != WeightLayout::kRowMajor) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PackTiles: needs a row-major BF16 or F32 matrix, got ", std::string(DTypeName(w.dtype)),
-        w.layout == WeightLayout::kRowMajor ? "" : " (already packed)"));
-  }
-  if (w.rows < 0 || w.cols < 0 || (w.data == nullptr && w.rows > 0 && w.cols > 0)) {
+  if (w.layout != WeightLayout::kRowMajor) {
     return absl::InvalidArgumentError(
-        absl::StrCat("PackTiles: bad matrix [", w.rows, ", ", w.cols, "]"));
+        absl::StrCat("PackTiles: ", std::string(DTypeName(w.dtype)), " matrix is already packed"));
+  }
+  if (w.rows < 0 || w.cols < 0 || (w.data == nullptr && w.rows > 0 && w.cols > 0) ||
+      (w.dtype == DType::kF8E4M3 &&
+       (w.block_scales == nullptr || w.block_rows <= 0 || w.block_cols <= 0))) {
+    return absl::InvalidArgumentError(absl::StrCat("PackTiles: bad ",
+                                                   std::string(DTypeName(w.dtype)), " matrix [",
+                                                   w.rows, ", ", w.cols, "]"));
   }
   PackedWeight packed;
   packed.matrix = w;
   packed.matrix.layout =
-      w.dtype == DType::kBF16 ? WeightLayout::kBf16Tiles32 : WeightLayout::kF32Tiles32;
+      w.dtype == DType::kF32 ? WeightLayout::kF32Tiles32 : WeightLayout::kBf16Tiles32;
+  if (w.dtype == DType::kF8E4M3) {
+    packed.matrix.dtype = DType::kBF16;
+    packed.matrix.block_scales = nullptr;
+  }
   // Page-aligned and populated in one call: faulting the pages in one by one
   // cost more than the packing itself (loading `small` packs 2.4 GB).
   const size_t bytes = std::max<int64_t>(64, StoredBytes(packed.matrix));
@@ -95,7 +159,9 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
   }
   if (w.dtype == DType::kBF16) {
     FillTiles(static_cast<const uint16_t*>(w.data), w.rows, w.cols, static_cast<uint16_t*>(dst),
-              [](int64_t j) { return (j % 16) * 2 + j / 16; });
+              Bf16Lane);
+  } else if (w.dtype == DType::kF8E4M3) {
+    FillTilesFromF8(w, static_cast<uint16_t*>(dst));
   } else {
     FillTiles(static_cast<const float*>(w.data), w.rows, w.cols, static_cast<float*>(dst),
               [](int64_t j) { return j; });

@@ -15,8 +15,10 @@ struct PackedWeight {
   std::shared_ptr<const void> storage;  // owns matrix.data, 64-byte aligned
 };
 
-// `w` must be a row-major BF16 (-> kBf16Tiles32) or F32 (-> kF32Tiles32)
-// matrix; every value is copied exactly, and the last tile's padding is zero.
+// `w` must be row-major. BF16 (-> kBf16Tiles32) and F32 (-> kF32Tiles32)
+// values are copied exactly; FP8 with block scales becomes kBf16Tiles32
+// holding F32ToBf16(w.At(r, c)), the weights a BF16-precision product
+// multiplies by. The last tile's padding is zero.
 absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w);
 
 // Bytes the matrix occupies as stored (padding and block scales included).
