@@ -15,14 +15,13 @@ namespace {
 
 bool RoundsOperands(const LayerContext& c) { return c.precision == kernels::Precision::kBF16; }
 
-// For kBF16 compute: x rounded to bf16 once, into `slot`, so that every
+// For kBF16 compute: the FFN input rounded to bf16 once, so that every
 // product reading it skips its own rounding (MatMulArgs::x_is_bf16). The
 // router still reads the unrounded x. Returns x itself for f32 compute.
-absl::StatusOr<const float*> RoundedOperand(const LayerContext& c, const float* x, int64_t rows,
-                                            ScratchSlot slot) {
+absl::StatusOr<const float*> RoundedOperand(const LayerContext& c, const float* x, int64_t rows) {
   if (!RoundsOperands(c)) return x;
   const int64_t d = c.config.hidden_size;
-  float* rounded = c.scratch.Floats(slot, rows * d);
+  float* rounded = c.scratch.Floats(ScratchSlot::kFfnOperand, rows * d);
   XPD_RETURN_IF_ERROR(c.backend.RoundToBf16({.x = x, .y = rounded, .rows = rows, .dim = d}));
   return rounded;
 }
@@ -163,7 +162,7 @@ absl::Status RunMoe(const LayerContext& c, const MoeWeights& moe, int32_t layer,
   }
 
   // Routed experts through the exchange: local here, all-to-all in an EP group.
-  XPD_ASSIGN_OR_RETURN(const float* operand, RoundedOperand(c, x, n, ScratchSlot::kFfnOperand));
+  XPD_ASSIGN_OR_RETURN(const float* operand, RoundedOperand(c, x, n));
   const transport::ExpertCompute compute = ExpertComputeFor(c, moe);
   float* routed = c.scratch.Floats(ScratchSlot::kRoutedOut, n * d);
   XPD_RETURN_IF_ERROR(c.exchange.DispatchCombine({.layer = layer,
@@ -200,8 +199,7 @@ absl::Status RunMoeExchangeOnly(const LayerContext& c, const MoeWeights& moe, in
 absl::Status RunFfnBlock(const LayerContext& c, const DecoderLayerWeights& w, int32_t layer,
                          const float* x, float* h) {
   if (w.is_moe) return RunMoe(c, w.moe, layer, x, h);
-  XPD_ASSIGN_OR_RETURN(const float* operand,
-                       RoundedOperand(c, x, c.rows, ScratchSlot::kFfnOperand));
+  XPD_ASSIGN_OR_RETURN(const float* operand, RoundedOperand(c, x, c.rows));
   return RunMlp(c, w.dense, operand, c.rows, h, kernels::OutputMode::kAccumulate);
 }
 
