@@ -399,16 +399,8 @@ absl::Status EpGroupExchange::DispatchCombine(const MoeExchangeArgs& args,
       slot_out[item_origin[from][i]] = outputs + static_cast<int64_t>(i) * d;
     }
   }
-  for (int64_t t = 0; t < args.rows; ++t) {
-    float* out = args.out + t * d;
-    for (int64_t i = 0; i < d; ++i) {
-      float sum = 0.0f;
-      for (int64_t k = 0; k < k_max; ++k) {
-        sum += args.weights[t * k_max + k] * slot_out[t * k_max + k][i];
-      }
-      out[i] = sum;
-    }
-  }
+  CombineExpertOutputs(args.rows, static_cast<int32_t>(k_max), d, args.weights, slot_out.data(),
+                       args.out);
   if (on_layer_) {
     on_layer_({.layer = args.layer,
                .exchange_seconds = SecondsSince(start) - compute_seconds,

@@ -40,6 +40,12 @@ struct MoeExchangeArgs {
   float* out = nullptr;                 // [rows, hidden]: sum_k weights[k] * expert_k(x)
 };
 
+// out[r] = sum over k < top_k of weights[r * top_k + k] * slot_out[r * top_k + k],
+// summed from zero in k order for every element: the combine step of every
+// exchange, so a token's result is the same whichever exchange served it.
+void CombineExpertOutputs(int64_t rows, int32_t top_k, int64_t hidden, const float* weights,
+                          const float* const* slot_out, float* out);
+
 class ExpertExchange {
  public:
   virtual ~ExpertExchange() = default;
