@@ -121,7 +121,7 @@ INSTANTIATE_TEST_SUITE_P(Groups, ExpertParallelClusterTest,
 
 std::string TempPlacementFile(const std::string& name) {
   const std::filesystem::path dir =
-      std::filesystem::temp_directory_path() / ("xpd_ep_test_" + std::to_string(::getpid()));
+      std::filesystem::path(::testing::TempDir()) / ("xpd_ep_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::filesystem::remove(dir / name);
   return (dir / name).string();
