@@ -32,7 +32,7 @@ void ScoreKeys(const float* q_t, const float* const rows[], int64_t width, __m51
 #pragma GCC unroll 8
   for (int j = 0; j < K; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t d = 0; d < width; ++d) {
-    const __m512 qv = _mm512_load_ps(q_t + d * kLanes);
+    const __m512 qv = _mm512_loadu_ps(q_t + d * kLanes);
 #pragma GCC unroll 8
     for (int j = 0; j < K; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(rows[j][d]), qv, acc[j]);
   }
@@ -40,9 +40,7 @@ void ScoreKeys(const float* q_t, const float* const rows[], int64_t width, __m51
 
 void Score(const float* const q[], int heads, const float* const rows[], int64_t keys,
            int64_t width, float scale, float* const scores[], float* scratch) {
-  // 64-byte aligned within the scratch for the lane vectors.
-  float* q_t =
-      reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch) + 63) & ~uintptr_t{63});
+  float* q_t = scratch;
   TransposeQueries(q, heads, width, q_t);
   const __m512 vscale = _mm512_set1_ps(scale);
   alignas(64) float lanes[kLanes];

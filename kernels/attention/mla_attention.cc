@@ -122,7 +122,7 @@ absl::Status LatentAttention(const LatentAttentionArgs& a, ThreadPool* pool) {
     thread_local std::vector<float> scratch;
     scores.resize((h1 - h0) * keys);
     rows.resize(keys);
-    scratch.resize(q_width * internal::kMaxLatentGroupHeads + 16);
+    scratch.resize(q_width * internal::kMaxLatentGroupHeads);
     for (int64_t t = 0; t < keys; ++t) rows[t] = a.cache.Row(seq.block_table, a.layer, t);
     for (int32_t i = 0; i < seq.num_queries; ++i) {
       const int64_t row = seq.query_row + i;

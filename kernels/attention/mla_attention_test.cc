@@ -284,7 +284,7 @@ TEST(LatentKernelsTest, ScoresAndWeightedSumsMatchDoubleSums) {
   const std::vector<float> p_data = Random(internal::kMaxLatentGroupHeads * keys, rng);
   std::vector<const float*> rows(keys);
   for (int64_t t = 0; t < keys; ++t) rows[t] = &row_data[t * width];
-  std::vector<float> scratch(width * internal::kMaxLatentGroupHeads + 16);
+  std::vector<float> scratch(width * internal::kMaxLatentGroupHeads);
   for (const Named& set : KernelSets()) {
     for (int heads : {1, 3, 4, 8, 13, 16}) {
       const float* q[internal::kMaxLatentGroupHeads];

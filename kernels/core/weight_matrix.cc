@@ -6,8 +6,7 @@ float WeightMatrix::At(int64_t r, int64_t c) const {
   int64_t index = r * cols + c;
   if (IsPacked(layout)) {
     const int64_t tile = r / kPackedTileRows, row = r % kPackedTileRows;
-    const int64_t lane = layout == WeightLayout::kBf16Tiles32 ? (row % 16) * 2 + row / 16 : row;
-    index = (tile * cols + c) * kPackedTileRows + lane;
+    index = (tile * cols + c) * kPackedTileRows + PackedLane(layout, row);
   }
   switch (dtype) {
     case DType::kF32:

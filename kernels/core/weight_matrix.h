@@ -24,6 +24,10 @@ namespace xpd::kernels {
 enum class WeightLayout : uint8_t { kRowMajor, kBf16Tiles32, kF32Tiles32 };
 inline constexpr int64_t kPackedTileRows = 32;
 inline bool IsPacked(WeightLayout layout) { return layout != WeightLayout::kRowMajor; }
+// The lane of a packed k-line that holds row `row` (0..31) of its tile.
+inline int64_t PackedLane(WeightLayout layout, int64_t row) {
+  return layout == WeightLayout::kBf16Tiles32 ? (row % 16) * 2 + row / 16 : row;
+}
 
 struct WeightMatrix {
   DType dtype = DType::kBF16;

@@ -48,8 +48,8 @@ void PackBlock(const float* src, int64_t cols, int64_t c0, float* out) {
   }
 }
 
-// Where row j of a BF16 tile sits in its k-lines (see kBf16Tiles32).
-int64_t Bf16Lane(int64_t j) { return (j % 16) * 2 + j / 16; }
+int64_t Bf16Lane(int64_t j) { return PackedLane(WeightLayout::kBf16Tiles32, j); }
+int64_t F32Lane(int64_t j) { return PackedLane(WeightLayout::kF32Tiles32, j); }
 
 // Copies one row-major matrix into its tiles; `lane(j)` is where row j of a
 // tile sits in each k-line. Full tiles go 8 columns at a time through
@@ -132,12 +132,15 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
     return absl::InvalidArgumentError(
         absl::StrCat("PackTiles: ", std::string(DTypeName(w.dtype)), " matrix is already packed"));
   }
-  if (w.rows < 0 || w.cols < 0 || (w.data == nullptr && w.rows > 0 && w.cols > 0) ||
-      (w.dtype == DType::kF8E4M3 &&
-       (w.block_scales == nullptr || w.block_rows <= 0 || w.block_cols <= 0))) {
+  if (w.rows < 0 || w.cols < 0 || (w.data == nullptr && w.rows > 0 && w.cols > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("PackTiles: bad ",
                                                    std::string(DTypeName(w.dtype)), " matrix [",
                                                    w.rows, ", ", w.cols, "]"));
+  }
+  if (w.dtype == DType::kF8E4M3 &&
+      (w.block_scales == nullptr || w.block_rows <= 0 || w.block_cols <= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ",
+                                                   w.cols, "] without block scales"));
   }
   PackedWeight packed;
   packed.matrix = w;
@@ -163,8 +166,7 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
   } else if (w.dtype == DType::kF8E4M3) {
     FillTilesFromF8(w, static_cast<uint16_t*>(dst));
   } else {
-    FillTiles(static_cast<const float*>(w.data), w.rows, w.cols, static_cast<float*>(dst),
-              [](int64_t j) { return j; });
+    FillTiles(static_cast<const float*>(w.data), w.rows, w.cols, static_cast<float*>(dst), F32Lane);
   }
   packed.matrix.data = dst;
   packed.storage = std::shared_ptr<const void>(
