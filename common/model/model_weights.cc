@@ -88,8 +88,9 @@ struct Loader {
       ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return Packed(converted.matrix, prefix);
     }
-    // BF16 as stored, or FP8 dequantized and rounded to BF16 while packing.
-    if (matrix.dtype == DType::kBF16 || precision == Precision::kBF16) {
+    // BF16 and FP8 as stored (FP8 keeps its one byte per weight: decode
+    // streams half the bytes of BF16), packed for the kernels.
+    if (matrix.dtype != DType::kF32) {
       XPD_ASSIGN_OR_RETURN(Linear packed, Packed(matrix, prefix));
       ReleaseMappedPages(matrix.data, rows * cols * kernels::DTypeSize(matrix.dtype));
       return packed;
@@ -99,11 +100,15 @@ struct Loader {
     return linear;
   }
 
-  static absl::StatusOr<Linear> Packed(const WeightMatrix& matrix, const std::string& prefix) {
+  absl::StatusOr<Linear> Packed(const WeightMatrix& matrix, const std::string& prefix) const {
     absl::StatusOr<kernels::PackedWeight> packed = kernels::PackTiles(matrix);
     if (!packed.ok()) {
+      // Named like the checkpoint's own errors: file, tensor, reason.
+      const std::string name = prefix + ".weight";
+      absl::StatusOr<TensorView> view = checkpoint.GetAny(name);
       return absl::Status(packed.status().code(),
-                          absl::StrCat(prefix, ".weight: ", packed.status().message()));
+                          absl::StrCat(view.ok() ? view->file : checkpoint.dir(), ": tensor '",
+                                       name, "': ", packed.status().message()));
     }
     return Linear{.matrix = packed->matrix, .storage = std::move(packed->storage)};
   }

@@ -1,9 +1,9 @@
 // Every weight of a DeepSeek-V3 model, checked against the config and made
-// ready for the kernels. Projections with BF16 values (stored BF16, or FP8 /
-// F32 converted for BF16 compute) are packed into the matmul kernels' tiles
-// and own their memory, as do the absorbed MLA matrices and the norm vectors;
-// the rest (projections computed from FP8 or F32 as stored, the embedding,
-// the router) are views into the mmap'ed checkpoint.
+// ready for the kernels. BF16 and FP8 projections (and F32 ones converted to
+// BF16 for BF16 compute) are packed into the matmul kernels' tiles and own
+// their memory, as do the absorbed MLA matrices and the norm vectors; the
+// rest (F32 projections for f32 compute, the embedding, the router) are views
+// into the mmap'ed checkpoint.
 #pragma once
 
 #include <functional>

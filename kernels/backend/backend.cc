@@ -161,13 +161,7 @@ absl::Status CpuBackend::MatMulGroup(std::span<const MatMulArgs> problems) {
     int64_t rows = std::max<int64_t>(align, kSliceMacs / macs_per_row / align * align);
     for (int64_t r0 = 0; r0 < w.rows; r0 += rows) {
       const int64_t count = std::min(rows, w.rows - r0);
-      WeightMatrix part = w;
-      part.rows = count;
-      part.data = static_cast<const std::byte*>(w.data) + r0 * w.cols * DTypeSize(w.dtype);
-      if (w.dtype == DType::kF8E4M3) {
-        part.block_scales = w.block_scales + (r0 / w.block_rows) * w.scale_cols();
-      }
-      slice_weights.push_back(part);
+      slice_weights.push_back(w.RowSlice(r0, count));
       MatMulArgs slice = args;
       slice.y = args.y + r0;
       slice.y_stride = args.y_stride ? args.y_stride : w.rows;

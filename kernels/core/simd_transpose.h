@@ -26,4 +26,18 @@ inline void Transpose8x8(__m256 (&r)[8]) {
   }
 }
 
+// 16 rows of 16 bytes -> 16 columns. Each round interleaves row i with row
+// i + 8, which rotates the 8-bit (row, column) index of every byte left by
+// one bit; four rounds swap row and column.
+inline void Transpose16x16Bytes(__m128i (&r)[16]) {
+  for (int round = 0; round < 4; ++round) {
+    __m128i t[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm_unpacklo_epi8(r[i], r[i + 8]);
+      t[2 * i + 1] = _mm_unpackhi_epi8(r[i], r[i + 8]);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+  }
+}
+
 }  // namespace xpd::kernels

@@ -1,5 +1,7 @@
 #include "kernels/core/weight_matrix.h"
 
+#include <cstddef>
+
 namespace xpd::kernels {
 
 float WeightMatrix::At(int64_t r, int64_t c) const {
@@ -13,11 +15,29 @@ float WeightMatrix::At(int64_t r, int64_t c) const {
       return static_cast<const float*>(data)[index];
     case DType::kBF16:
       return Bf16ToF32(static_cast<const uint16_t*>(data)[index]);
-    case DType::kF8E4M3:
-      return F8E4M3ToF32(static_cast<const uint8_t*>(data)[index]) *
-             block_scales[(r / block_rows) * scale_cols() + c / block_cols];
+    case DType::kF8E4M3: {
+      const float scale =
+          layout == WeightLayout::kF8Tiles32
+              ? block_scales[((r / kPackedTileRows) * scale_cols() + c / block_cols) *
+                                 kPackedTileRows +
+                             r % kPackedTileRows]
+              : block_scales[(r / block_rows) * scale_cols() + c / block_cols];
+      return F8E4M3ToF32(static_cast<const uint8_t*>(data)[index]) * scale;
+    }
   }
   return 0.0f;
+}
+
+WeightMatrix WeightMatrix::RowSlice(int64_t first, int64_t count) const {
+  WeightMatrix part = *this;
+  part.rows = count;
+  part.data = static_cast<const std::byte*>(data) + first * cols * DTypeSize(dtype);
+  if (dtype == DType::kF8E4M3) {
+    part.block_scales = layout == WeightLayout::kF8Tiles32
+                            ? block_scales + first * scale_cols()
+                            : block_scales + (first / block_rows) * scale_cols();
+  }
+  return part;
 }
 
 }  // namespace xpd::kernels

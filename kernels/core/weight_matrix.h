@@ -15,13 +15,21 @@ namespace xpd::kernels {
 //
 // The packed layouts are what the matmul kernels stream: rows in tiles of 32
 // (the last one zero-padded), each tile stored k-major as [cols][32], so a
-// tile is one contiguous stream and each of its columns one line (64 bytes of
-// BF16, 128 of F32). kF32Tiles32 stores row r of the tile at lane r. In
-// kBf16Tiles32 (BF16 weights, packed at load), 32-bit word w (0..15) holds row
-// w in its low half and row w + 16 in its high half, so that shifting or
-// masking a vector of words widens 16 consecutive rows to f32. A row slice
-// starting on a tile boundary is still `data + first * cols` elements.
-enum class WeightLayout : uint8_t { kRowMajor, kBf16Tiles32, kF32Tiles32 };
+// tile is one contiguous stream and each of its columns one line (32 bytes of
+// FP8, 64 of BF16, 128 of F32). kF32Tiles32 and kF8Tiles32 store row r of the
+// tile at lane r. In kBf16Tiles32 (BF16 weights, packed at load), 32-bit word
+// w (0..15) holds row w in its low half and row w + 16 in its high half, so
+// that shifting or masking a vector of words widens 16 consecutive rows to
+// f32. A row slice starting on a tile boundary is still `data + first * cols`
+// elements.
+//
+// kF8Tiles32 (F8_E4M3 weights, packed at load) carries its block scales as
+// scale lines, one per (tile, column block): block_scales[(tile *
+// scale_cols() + c / block_cols) * 32 + lane] is the scale of that lane's row,
+// so any block_rows works and a row slice starting on a tile boundary is
+// `block_scales + first * scale_cols()`. Its codes are never NaN (packing
+// rejects 0x7f/0xff), which lets kernels widen them without a NaN check.
+enum class WeightLayout : uint8_t { kRowMajor, kBf16Tiles32, kF32Tiles32, kF8Tiles32 };
 inline constexpr int64_t kPackedTileRows = 32;
 inline bool IsPacked(WeightLayout layout) { return layout != WeightLayout::kRowMajor; }
 // The lane of a packed k-line that holds row `row` (0..31) of its tile.
@@ -35,13 +43,16 @@ struct WeightMatrix {
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
-  const float* block_scales = nullptr;  // F8_E4M3 only
+  const float* block_scales = nullptr;  // F8_E4M3 only (scale lines when kF8Tiles32)
   int32_t block_rows = 128;
   int32_t block_cols = 128;
 
   int64_t scale_cols() const { return (cols + block_cols - 1) / block_cols; }
   // Exact weight value as float (the reference definition every kernel must match).
   float At(int64_t r, int64_t c) const;
+  // Rows [first, first + count) as a view of the same storage. `first` must
+  // start an FP8 scale block (row-major FP8) or a tile (packed layouts).
+  WeightMatrix RowSlice(int64_t first, int64_t count) const;
 };
 
 }  // namespace xpd::kernels

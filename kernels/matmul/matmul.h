@@ -11,8 +11,10 @@
 namespace xpd::kernels {
 
 enum class Precision : uint8_t {
-  kF32,   // exact weights (BF16/FP8 widened to f32, FP8 times its block scale), f32 math
-  kBF16,  // x rounded to BF16 (RNE) before multiplying; BF16 weights; f32 accumulation
+  kF32,  // exact weights (BF16/FP8 widened to f32, FP8 times its block scale), f32 math
+  // x rounded to BF16 (RNE) before multiplying; BF16 weights, or FP8 packed
+  // as kF8Tiles32 (exact, as for kF32); f32 accumulation
+  kBF16,
 };
 
 enum class OutputMode : uint8_t { kOverwrite, kAccumulate };  // y = ... or y += ...

@@ -228,8 +228,13 @@ constexpr TileKernels kKernels = BuildKernels();
 // and 16+8h..16+8h+7 (for BF16, the low and high halves of words 8h..8h+7).
 // Each output's FMA chain is the same as in the AVX-512 kernels, so the two
 // ISAs agree bit for bit.
+// A loader is made per call; BeginBlock(kb) runs before k lines [kb * block,
+// (kb + 1) * block) of a tile (one block of all k for unscaled kinds).
 struct Bf16Lines {
   using Elem = uint16_t;
+  explicit Bf16Lines(const PackedTileArgs&) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.k; }
+  void BeginBlock(int64_t) {}
   static void Load(const uint16_t* line, int half, __m256& lo, __m256& hi) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line + half * 16));
     lo = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
@@ -239,9 +244,36 @@ struct Bf16Lines {
 };
 struct F32Lines {
   using Elem = float;
+  explicit F32Lines(const PackedTileArgs&) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.k; }
+  void BeginBlock(int64_t) {}
   static void Load(const float* line, int half, __m256& lo, __m256& hi) {
     lo = _mm256_loadu_ps(line + half * kLanes);
     hi = _mm256_loadu_ps(line + 16 + half * kLanes);
+  }
+};
+// 8 e4m3 codes -> f16 of value code / 256 (see F8Rows), times scale * 256.
+struct F8Lines {
+  using Elem = uint8_t;
+  const float* scales;
+  __m256 scale[4];  // rows 0-7, 8-15, 16-23, 24-31
+  explicit F8Lines(const PackedTileArgs& t) : scales(t.scales) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.block_cols; }
+  void BeginBlock(int64_t kb) {
+    for (int g = 0; g < 4; ++g) {
+      scale[g] =
+          _mm256_mul_ps(_mm256_loadu_ps(scales + kb * 32 + g * kLanes), _mm256_set1_ps(256.0f));
+    }
+  }
+  static __m256 Widen(const uint8_t* codes, __m256 s) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
+    const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
+                                    _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), s);
+  }
+  void Load(const uint8_t* line, int half, __m256& lo, __m256& hi) const {
+    lo = Widen(line + half * kLanes, scale[half]);
+    hi = Widen(line + 16 + half * kLanes, scale[2 + half]);
   }
 };
 
@@ -262,16 +294,22 @@ void PackedTileWholeLine(const PackedTileArgs& t) {
   for (int a = 0; a < A; ++a) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = _mm256_setzero_ps();
   const auto* w = static_cast<const typename L::Elem*>(t.w);
   const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
-  for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-    if (ahead != 0) PrefetchLine(w + ahead);
-    __m256 wv[4];
-    L::Load(w, 0, wv[0], wv[2]);
-    L::Load(w, 1, wv[1], wv[3]);
+  L lines(t);
+  const int64_t block = L::Block(t);
+  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
+    lines.BeginBlock(kb);
+    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
+    for (int64_t kk = k0; kk < k1; ++kk, w += 32) {
+      if (ahead != 0) PrefetchLine(w + ahead);
+      __m256 wv[4];
+      lines.Load(w, 0, wv[0], wv[2]);
+      lines.Load(w, 1, wv[1], wv[3]);
 #pragma GCC unroll 2
-    for (int a = 0; a < A; ++a) {
-      const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
+      for (int a = 0; a < A; ++a) {
+        const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
 #pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
+        for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
+      }
     }
   }
 #pragma GCC unroll 2
@@ -293,15 +331,21 @@ void PackedTileHalfLines(const PackedTileArgs& t) {
     // The second half re-reads lines the first brought in.
     const int64_t ahead =
         half == 0 ? t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem)) : 0;
-    for (int64_t kk = 0; kk < t.k; ++kk, w += 32) {
-      if (ahead != 0) PrefetchLine(w + ahead);
-      __m256 w_lo, w_hi;
-      L::Load(w, half, w_lo, w_hi);
+    L lines(t);
+    const int64_t block = L::Block(t);
+    for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
+      lines.BeginBlock(kb);
+      const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
+      for (int64_t kk = k0; kk < k1; ++kk, w += 32) {
+        if (ahead != 0) PrefetchLine(w + ahead);
+        __m256 w_lo, w_hi;
+        lines.Load(w, half, w_lo, w_hi);
 #pragma GCC unroll 6
-      for (int a = 0; a < A; ++a) {
-        const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
-        lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
-        hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
+        for (int a = 0; a < A; ++a) {
+          const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
+          lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
+          hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
+        }
       }
     }
 #pragma GCC unroll 6
@@ -328,6 +372,12 @@ constexpr PackedKernels BuildPackedKernels() {
   p.fn[kPackedF32][3] = &PackedTileHalfLines<4, F32Lines>;
   p.fn[kPackedF32][4] = &PackedTileHalfLines<5, F32Lines>;
   p.fn[kPackedF32][5] = &PackedTileHalfLines<6, F32Lines>;
+  // F8: 4 x 2 accumulators + 2 W + 1 x + the widening mask + 2 scales = 14.
+  p.max_a[kPackedF8] = 4;
+  p.fn[kPackedF8][0] = &PackedTileWholeLine<1, F8Lines>;
+  p.fn[kPackedF8][1] = &PackedTileWholeLine<2, F8Lines>;
+  p.fn[kPackedF8][2] = &PackedTileHalfLines<3, F8Lines>;
+  p.fn[kPackedF8][3] = &PackedTileHalfLines<4, F8Lines>;
   return p;
 }
 

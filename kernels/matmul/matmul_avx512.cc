@@ -315,9 +315,14 @@ constexpr TileKernels BuildKernels() {
 
 constexpr TileKernels kKernels = BuildKernels();
 
-// Packed-tile line loaders: rows 0-15 and 16-31 of one k-line as f32.
+// Packed-tile line loaders: rows 0-15 and 16-31 of one k-line as f32. A
+// loader is made per call; BeginBlock(kb) runs before k lines [kb * block,
+// (kb + 1) * block) of a tile (one block of all k for unscaled kinds).
 struct Bf16Lines {  // low / high halves of the 16 words of a 64-byte line
   using Elem = uint16_t;
+  explicit Bf16Lines(const PackedTileArgs&) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.k; }
+  void BeginBlock(int64_t) {}
   static void Load(const uint16_t* line, __m512& lo, __m512& hi) {
     const __m512i v = _mm512_loadu_si512(line);
     lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -327,9 +332,39 @@ struct Bf16Lines {  // low / high halves of the 16 words of a 64-byte line
 };
 struct F32Lines {
   using Elem = float;
+  explicit F32Lines(const PackedTileArgs&) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.k; }
+  void BeginBlock(int64_t) {}
   static void Load(const float* line, __m512& lo, __m512& hi) {
     lo = _mm512_loadu_ps(line);
     hi = _mm512_loadu_ps(line + 16);
+  }
+};
+// 32 e4m3 codes: sign-extended to 16 bits and shifted by 7, each becomes an
+// f16 of value code / 256 once bit 14 (a copy of the sign) is masked off
+// (exact, subnormals included); times scale * 256, each weight is code *
+// scale rounded once, as WeightMatrix::At computes it. Packed codes are
+// never NaN (see kF8Tiles32). (Building f32 bits directly from the code is
+// two instructions shorter but turns subnormal codes into f32 denormals,
+// which the multiply by the scale then takes a microcode assist on: 30x
+// slower per vector here. vcvtph2ps widens f16 subnormals at full speed.)
+struct F8Lines {
+  using Elem = uint8_t;
+  const float* scales;
+  __m512 scale_lo, scale_hi;
+  explicit F8Lines(const PackedTileArgs& t) : scales(t.scales) {}
+  static int64_t Block(const PackedTileArgs& t) { return t.block_cols; }
+  void BeginBlock(int64_t kb) {
+    const __m512 to_f16 = _mm512_set1_ps(256.0f);
+    scale_lo = _mm512_mul_ps(_mm512_loadu_ps(scales + kb * 32), to_f16);
+    scale_hi = _mm512_mul_ps(_mm512_loadu_ps(scales + kb * 32 + 16), to_f16);
+  }
+  void Load(const uint8_t* line, __m512& lo, __m512& hi) const {
+    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(line));
+    const __m512i h = _mm512_and_si512(_mm512_slli_epi16(_mm512_cvtepi8_epi16(codes), 7),
+                                       _mm512_set1_epi16(static_cast<int16_t>(0xbf80)));
+    lo = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), scale_lo);
+    hi = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), scale_hi);
   }
 };
 
@@ -347,20 +382,26 @@ void PackedTile(const PackedTileArgs& t) {
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
   const auto* w = static_cast<const typename L::Elem*>(t.w);
   const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
-  for (int64_t kk = 0; kk < t.k; ++kk, w += 32, ++base[0], ++base[1], ++base[2]) {
-    if (ahead != 0) PrefetchLine(w + ahead);
-    __m512 w_lo, w_hi;
-    L::Load(w, w_lo, w_hi);
+  L lines(t);
+  const int64_t block = L::Block(t);
+  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
+    lines.BeginBlock(kb);
+    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;  // no std::min here (see top)
+    for (int64_t kk = k0; kk < k1; ++kk, w += 32, ++base[0], ++base[1], ++base[2]) {
+      if (ahead != 0) PrefetchLine(w + ahead);
+      __m512 w_lo, w_hi;
+      lines.Load(w, w_lo, w_hi);
 #pragma GCC unroll 12
-    for (int a = 0; a < A; ++a) {
-      const float* b = base[a / 4];
-      const int r = a % 4;
-      const __m512 xv = _mm512_set1_ps(r == 0   ? b[0]
-                                       : r == 1 ? b[xs]
-                                       : r == 2 ? b[2 * xs]
-                                                : b[xs3]);
-      lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
-      hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
+      for (int a = 0; a < A; ++a) {
+        const float* b = base[a / 4];
+        const int r = a % 4;
+        const __m512 xv = _mm512_set1_ps(r == 0   ? b[0]
+                                         : r == 1 ? b[xs]
+                                         : r == 2 ? b[2 * xs]
+                                                  : b[xs3]);
+        lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
+        hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
+      }
     }
   }
   const __mmask16 m_lo = _cvtu32_mask16(t.cols >= 16 ? 0xffffu : (1u << t.cols) - 1u);
@@ -381,11 +422,12 @@ void PackedTile(const PackedTileArgs& t) {
 
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
-  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm
-  p.max_a[kPackedBf16] = p.max_a[kPackedF32] = kMaxPackedA;
+  // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm (F8: + 2 scales + 1 mask)
+  p.max_a[kPackedBf16] = p.max_a[kPackedF32] = p.max_a[kPackedF8] = kMaxPackedA;
   [&]<int... I>(std::integer_sequence<int, I...>) {
     ((p.fn[kPackedBf16][I] = &PackedTile<I + 1, Bf16Lines>), ...);
     ((p.fn[kPackedF32][I] = &PackedTile<I + 1, F32Lines>), ...);
+    ((p.fn[kPackedF8][I] = &PackedTile<I + 1, F8Lines>), ...);
   }
   (std::make_integer_sequence<int, kMaxPackedA>{});
   return p;

@@ -1,9 +1,9 @@
 // MatMulCpu driver: picks the SIMD level, blocks the problem for the caches,
 // prepares operands (x rounded to bf16, W widened into an f32 panel) and runs
 // register-tile kernels from matmul_avx2.cc / matmul_avx512.cc over a ThreadPool.
-// Packed weights (BF16 packed at load, what the model runs; F32 tiles that
-// attention lays out itself) take their own path: no panel, one kernel for
-// every m (RunPacked).
+// Packed weights (BF16 and FP8 packed at load, what the model runs; F32 tiles
+// that attention lays out itself) take their own path: no panel, one kernel
+// for every m (RunPacked).
 // Measured against row-major BF16 in one matmul_bench run (`small`'s shapes,
 // 2 threads): m = 1 22-24 vs 19-21 GB/s, m = 16 176-215 vs 110-129 GFLOP/s,
 // m = 48 164-176 vs 124-136, m = 512 186-226 vs 149-188.
@@ -163,6 +163,30 @@ void WidenPackedBf16Tile(const uint16_t* tile, int64_t k, float* lines) {
   }
 }
 
+// One kF8Tiles32 tile -> the same tile as kF32Tiles32 lines, each weight
+// widened exactly as the fused F8 kernels widen it (code / 256 as an f16,
+// times scale * 256: WeightMatrix::At), so the F32 kernel then runs the same
+// FMA chains.
+void WidenPackedF8Tile(const uint8_t* tile, const float* scale_lines, int64_t k, int64_t block_cols,
+                       float* lines) {
+  const __m128i magnitude_mask = _mm_set1_epi16(static_cast<int16_t>(0xbf80));
+  for (int64_t k0 = 0, kb = 0; k0 < k; k0 += block_cols, ++kb) {
+    __m256 scale[4];
+    for (int g = 0; g < 4; ++g) {
+      scale[g] = _mm256_mul_ps(_mm256_loadu_ps(scale_lines + kb * kPackedTileRows + g * 8),
+                               _mm256_set1_ps(256.0f));
+    }
+    const int64_t k1 = std::min(k, k0 + block_cols);
+    for (int64_t kk = k0; kk < k1; ++kk, tile += kPackedTileRows, lines += kPackedTileRows) {
+      for (int g = 0; g < 4; ++g) {
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(tile + g * 8));
+        const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7), magnitude_mask);
+        _mm256_storeu_ps(lines + g * 8, _mm256_mul_ps(_mm256_cvtph_ps(h), scale[g]));
+      }
+    }
+  }
+}
+
 // Packed weights: rows [i0, i1) x W tiles [jt0, jt1). A tile (k lines of 32
 // weights) is one stream: it comes from memory for the first x tile and from
 // L2 for the others.
@@ -180,18 +204,30 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   t.accumulate = args.output == OutputMode::kAccumulate;
   const int64_t line_bytes = kPackedTileRows * DTypeSize(args.w->dtype);
   const int64_t tile_bytes = p.k * line_bytes;
-  const bool widen = p.widen_packed_bf16 && p.packed_kind == kPackedBf16 && rows > kFusedMaxRows;
+  // Compute-bound blocks widen each BF16 (AVX2) or FP8 tile once and run the
+  // F32 kernel over it rather than widening it again for every x tile.
+  const bool widen =
+      rows > kFusedMaxRows &&
+      (p.packed_kind == kPackedF8 || (p.widen_packed_bf16 && p.packed_kind == kPackedBf16));
   const PackedKind kind = widen ? kPackedF32 : p.packed_kind;
   const int64_t max_a = pk.max_a[kind];
   if (widen && s.panel.size() < static_cast<size_t>(p.k * kPackedTileRows)) {
     s.panel.resize(p.k * kPackedTileRows);
   }
   const auto* w = static_cast<const char*>(args.w->data);
+  const bool f8 = p.packed_kind == kPackedF8;
+  const int64_t scale_line_floats = f8 ? args.w->scale_cols() * kPackedTileRows : 0;
+  t.block_cols = args.w->block_cols;
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
     t.w = w + jt * tile_bytes;
+    t.scales = f8 ? args.w->block_scales + jt * scale_line_floats : nullptr;
     t.cols = static_cast<int>(std::min<int64_t>(kPackedTileRows, p.n - j0));
-    if (widen) {
+    if (widen && f8) {
+      WidenPackedF8Tile(static_cast<const uint8_t*>(t.w), t.scales, p.k, args.w->block_cols,
+                        s.panel.data());
+      t.w = s.panel.data();
+    } else if (widen) {
       WidenPackedBf16Tile(static_cast<const uint16_t*>(t.w), p.k, s.panel.data());
       t.w = s.panel.data();
     }
@@ -416,7 +452,9 @@ absl::Status MatMulCpuIsa(const MatMulArgs& args, ThreadPool& pool, Isa isa) {
 
   if (IsPacked(w.layout)) {
     p.packed = isa == Isa::kAvx2 ? &Avx2PackedKernels() : &Avx512PackedKernels();
-    p.packed_kind = w.layout == WeightLayout::kBf16Tiles32 ? kPackedBf16 : kPackedF32;
+    p.packed_kind = w.layout == WeightLayout::kBf16Tiles32 ? kPackedBf16
+                    : w.layout == WeightLayout::kF8Tiles32 ? kPackedF8
+                                                           : kPackedF32;
     p.x_mode = args.precision == Precision::kF32 || args.x_is_bf16 ? XMode::kRaw : XMode::kRoundF32;
     RunPacked(p, pool);
     return absl::OkStatus();

@@ -29,7 +29,9 @@ absl::Status ValidateMatMulArgs(const MatMulArgs& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: y_stride ", args.y_stride, " < n = ", w.rows));
   }
-  const DType packed_dtype = w.layout == WeightLayout::kBf16Tiles32 ? DType::kBF16 : DType::kF32;
+  const DType packed_dtype = w.layout == WeightLayout::kBf16Tiles32 ? DType::kBF16
+                             : w.layout == WeightLayout::kF8Tiles32 ? DType::kF8E4M3
+                                                                    : DType::kF32;
   if (IsPacked(w.layout) && w.dtype != packed_dtype) {
     return absl::InvalidArgumentError(
         absl::StrCat("MatMul: packed tiles need ", std::string(DTypeName(packed_dtype)),
@@ -44,9 +46,11 @@ absl::Status ValidateMatMulArgs(const MatMulArgs& args) {
                                                      "x", w.block_cols, " is not positive"));
     }
   }
-  if (args.precision == Precision::kBF16 && w.dtype != DType::kBF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MatMul: kBF16 precision needs BF16 weights, got ", std::string(DTypeName(w.dtype))));
+  if (args.precision == Precision::kBF16 && w.dtype != DType::kBF16 &&
+      w.layout != WeightLayout::kF8Tiles32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MatMul: kBF16 precision needs BF16 or packed F8_E4M3 weights, got ",
+                     std::string(DTypeName(w.dtype))));
   }
   return absl::OkStatus();
 }

@@ -92,13 +92,14 @@ std::vector<Isa> IsasToTest() {
 struct Case {
   DType dtype;
   Precision precision;
-  bool packed = false;  // packed into tiles (BF16 as the model loader does)
+  bool packed = false;  // packed into tiles (BF16 and FP8 as the model loader does)
 };
 const Case kCases[] = {
-    {DType::kF32, Precision::kF32},        {DType::kBF16, Precision::kF32},
-    {DType::kF8E4M3, Precision::kF32},     {DType::kBF16, Precision::kBF16},
-    {DType::kBF16, Precision::kF32, true}, {DType::kBF16, Precision::kBF16, true},
-    {DType::kF32, Precision::kF32, true}};
+    {DType::kF32, Precision::kF32},          {DType::kBF16, Precision::kF32},
+    {DType::kF8E4M3, Precision::kF32},       {DType::kBF16, Precision::kBF16},
+    {DType::kBF16, Precision::kF32, true},   {DType::kBF16, Precision::kBF16, true},
+    {DType::kF32, Precision::kF32, true},    {DType::kF8E4M3, Precision::kF32, true},
+    {DType::kF8E4M3, Precision::kBF16, true}};
 
 TestWeights MakeCaseWeights(const Case& c, int64_t n, int64_t k, uint32_t seed,
                             int block_rows = 128, int block_cols = 128) {
@@ -185,13 +186,45 @@ TEST(MatMulTest, MatchesReferenceOnOddShapes) {
 
 TEST(MatMulTest, Fp8BlockShapes) {
   const int blocks[][2] = {{128, 128}, {16, 16}, {8, 24}, {5, 7}, {1, 300}};
-  const Case c = {DType::kF8E4M3, Precision::kF32};
   for (Isa isa : IsasToTest()) {
-    for (const auto& b : blocks) {
-      for (int64_t m : {1, 3, 37}) {
+    for (bool packed : {false, true}) {
+      const Case c = {DType::kF8E4M3, Precision::kF32, packed};
+      for (const auto& b : blocks) {
         // n and k are not multiples of the block: partial edge blocks.
-        const TestWeights w = MakeWeights(DType::kF8E4M3, 150, 290, 5, b[0], b[1]);
-        CheckAgainstReference(isa, c, m, w.view, 2, OutputMode::kOverwrite, 0, 0);
+        const TestWeights w = MakeCaseWeights(c, 150, 290, 5, b[0], b[1]);
+        for (int64_t m : {1, 3, 37}) {
+          CheckAgainstReference(isa, c, m, w.view, 2, OutputMode::kOverwrite, 0, 0);
+        }
+      }
+    }
+  }
+}
+
+// Packed FP8 widens each weight to exactly WeightMatrix::At and then runs
+// the F32 tiles' FMA chains: the same product with those values packed as
+// F32 gives the same bits, in registers (m <= 16) and via a widened tile.
+TEST(MatMulTest, PackedFp8EqualsItsValuesPackedAsF32) {
+  for (Isa isa : IsasToTest()) {
+    for (const auto& [block_rows, block_cols] : {std::pair{128, 128}, {16, 16}, {5, 7}}) {
+      const TestWeights f8 = MakeCaseWeights({DType::kF8E4M3, Precision::kF32, true}, 70, 333, 43,
+                                             block_rows, block_cols);
+      TestWeights values = MakeWeights(DType::kF32, 70, 333, 1);
+      for (int64_t r = 0; r < 70; ++r) {
+        for (int64_t c = 0; c < 333; ++c) values.f32[r * 333 + c] = f8.view.At(r, c);
+      }
+      absl::StatusOr<PackedWeight> f32 = PackTiles(values.view);
+      ASSERT_TRUE(f32.ok()) << f32.status();
+      for (int64_t m : {1, 5, 16, 17, 40}) {
+        const std::vector<float> x = RandomVector(m * 333, 47);
+        auto run = [&](const WeightMatrix& w) {
+          std::vector<float> y(m * 70);
+          MatMulArgs args{.x = x.data(), .w = &w, .y = y.data(), .m = m};
+          ThreadPool pool(2);
+          EXPECT_TRUE(MatMulCpuIsa(args, pool, isa).ok());
+          return y;
+        };
+        EXPECT_EQ(run(f8.view), run(f32->matrix))
+            << IsaName(isa) << " blocks " << block_rows << "x" << block_cols << " m=" << m;
       }
     }
   }
@@ -338,7 +371,9 @@ TEST(MatMulTest, PreRoundedXSkipsRoundingWithTheSameResult) {
 TEST(MatMulTest, PackedIsBitwiseTheSameOnEveryIsa) {
   if (DetectIsa() < Isa::kAvx512) GTEST_SKIP() << "needs AVX-512 to compare against AVX2";
   for (const Case& c :
-       {Case{DType::kBF16, Precision::kF32, true}, Case{DType::kBF16, Precision::kBF16, true}}) {
+       {Case{DType::kBF16, Precision::kF32, true}, Case{DType::kBF16, Precision::kBF16, true},
+        Case{DType::kF8E4M3, Precision::kF32, true},
+        Case{DType::kF8E4M3, Precision::kBF16, true}}) {
     const TestWeights w = MakeCaseWeights(c, 75, 333, 19);
     for (int64_t m : {1, 2, 3, 5, 13, 40}) {
       const std::vector<float> x = RandomVector(m * 333, 29);
@@ -399,32 +434,38 @@ TEST(WeightPackingTest, KeepsEveryValueAndZeroPadsTheLastTile) {
   }
 }
 
-// FP8 becomes BF16 tiles of the dequantized values rounded to bf16, as the
-// row-major FP8 matrix's At() gives them: every code (the NaN codes too),
-// scale blocks that do not divide the matrix, and a partial last tile.
-TEST(WeightPackingTest, Fp8IsDequantizedAndRoundedToBf16) {
+// FP8 keeps its codes (row r of a tile at byte r of each 32-byte line) and
+// takes its scales along as scale lines: every finite code, scale blocks
+// that do not divide the matrix, a partial last tile, and row slices.
+TEST(WeightPackingTest, Fp8KeepsEveryCodeAndItsScale) {
   for (const auto& [block_rows, block_cols] : {std::pair{128, 128}, {5, 7}, {16, 16}}) {
     for (int64_t n : {3, 32, 70}) {
       TestWeights f8 = MakeWeights(DType::kF8E4M3, n, 45, 41, block_rows, block_cols);
-      for (int64_t i = 0; i < 256 && i < n * 45; ++i) f8.f8[i] = static_cast<uint8_t>(i);
+      for (int64_t i = 0, code = 0; i < n * 45 && code < 256; ++i, ++code) {
+        if ((code & 0x7f) == 0x7f) ++code;
+        if (code < 256) f8.f8[i] = static_cast<uint8_t>(code);
+      }
       absl::StatusOr<PackedWeight> packed = PackTiles(f8.view);
       ASSERT_TRUE(packed.ok()) << packed.status();
       const WeightMatrix& p = packed->matrix;
-      EXPECT_EQ(p.dtype, DType::kBF16);
-      EXPECT_EQ(p.layout, WeightLayout::kBf16Tiles32);
-      EXPECT_EQ(StoredBytes(p), (n + 31) / 32 * 32 * 45 * 2);
+      EXPECT_EQ(p.dtype, DType::kF8E4M3);
+      EXPECT_EQ(p.layout, WeightLayout::kF8Tiles32);
+      const int64_t tiles = (n + 31) / 32, scale_cols = (45 + block_cols - 1) / block_cols;
+      EXPECT_EQ(StoredBytes(p), (tiles * 32 * 45 + 63) / 64 * 64 + tiles * scale_cols * 32 * 4);
       for (int64_t r = 0; r < n; ++r) {
         for (int64_t c = 0; c < 45; ++c) {
-          const float want = RoundToBf16(f8.view.At(r, c));
-          const float got = p.At(r, c);
-          if (std::isnan(want)) {
-            ASSERT_TRUE(std::isnan(got)) << r << "," << c;
-            ASSERT_EQ(std::signbit(got), std::signbit(want)) << r << "," << c;
-          } else {
-            ASSERT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(want))
-                << "blocks " << block_rows << "x" << block_cols << " [" << r << ", " << c
-                << "] code " << int{f8.f8[r * 45 + c]};
-          }
+          ASSERT_EQ(std::bit_cast<uint32_t>(p.At(r, c)), std::bit_cast<uint32_t>(f8.view.At(r, c)))
+              << "blocks " << block_rows << "x" << block_cols << " [" << r << ", " << c << "] code "
+              << int{f8.f8[r * 45 + c]};
+          ASSERT_EQ(static_cast<const uint8_t*>(p.data)[((r / 32) * 45 + c) * 32 + r % 32],
+                    f8.f8[r * 45 + c]);
+        }
+      }
+      // A slice from the second tile on reads the same values.
+      if (n > 32) {
+        const WeightMatrix slice = p.RowSlice(32, n - 32);
+        for (int64_t r = 0; r < n - 32; ++r) {
+          for (int64_t c = 0; c < 45; ++c) ASSERT_EQ(slice.At(r, c), p.At(32 + r, c));
         }
       }
     }
@@ -445,6 +486,17 @@ TEST(WeightPackingTest, RejectsWhatItCannotPack) {
   s = PackTiles(once->matrix);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.status().message().find("already packed"), std::string::npos) << s.status();
+  // E4M3 has no infinity; 0x7f and 0xff are NaN.
+  for (uint8_t nan : {uint8_t{0x7f}, uint8_t{0xff}}) {
+    TestWeights poisoned = MakeWeights(DType::kF8E4M3, 40, 70, 1);
+    poisoned.f8[33 * 70 + 65] = nan;
+    poisoned.f8[35 * 70 + 2] = nan;
+    s = PackTiles(poisoned.view);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find("F8_E4M3 matrix [40, 70] holds a NaN code at [33, 65]"),
+              std::string::npos)
+        << s.status();
+  }
 }
 
 TEST(MatMulTest, EmptyDimensions) {
@@ -530,9 +582,9 @@ TEST(MatMulTest, ValidationErrors) {
   a = base();
   a.precision = Precision::kBF16;
   a.w = &f8.view;
-  expect_invalid(a, "needs BF16 weights, got F8_E4M3");
+  expect_invalid(a, "needs BF16 or packed F8_E4M3 weights, got F8_E4M3");
   a.w = &f32.view;
-  expect_invalid(a, "needs BF16 weights, got F32");
+  expect_invalid(a, "needs BF16 or packed F8_E4M3 weights, got F32");
   WeightMatrix no_data = bf16.view;
   no_data.data = nullptr;
   a = base();
@@ -547,6 +599,10 @@ TEST(MatMulTest, ValidationErrors) {
   packed_bf16.layout = WeightLayout::kF32Tiles32;
   a.w = &packed_bf16;
   expect_invalid(a, "packed tiles need F32 weights, got BF16");
+  WeightMatrix packed_f8 = bf16.view;
+  packed_f8.layout = WeightLayout::kF8Tiles32;
+  a.w = &packed_f8;
+  expect_invalid(a, "packed tiles need F8_E4M3 weights, got BF16");
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ struct TileKernels {
 const TileKernels& Avx2TileKernels();
 const TileKernels& Avx512TileKernels();  // only callable after a CPU check
 
-// Packed weights (WeightLayout::kBf16Tiles32, kF32Tiles32): one call computes
+// Packed weights (WeightLayout::kBf16Tiles32, kF32Tiles32, kF8Tiles32): one call computes
 // up to 32 outputs (one W tile) for A x rows. Every output is one FMA chain over k
 // in order, starting from zero, so results depend on nothing but k: not on A,
 // the tile's position, the thread split or the ISA (AVX2 and AVX-512 agree
@@ -87,10 +87,16 @@ struct PackedTileArgs {
   // one. (One offset, not a pointer and a pace: the 12-row kernel needs its
   // general registers for the x rows.)
   int64_t prefetch_ahead = 0;
+  // kPackedF8: the tile's scale lines, 32 floats per block of block_cols k
+  // lines (see kF8Tiles32 in weight_matrix.h). Each weight is widened to
+  // code * scale rounded once, WeightMatrix::At exactly, so the FMA chains
+  // equal those of the same tile widened to F32 lines.
+  const float* scales = nullptr;
+  int64_t block_cols = 0;
 };
 using PackedTileFn = void (*)(const PackedTileArgs&);
 
-enum PackedKind : int { kPackedBf16 = 0, kPackedF32, kNumPackedKinds };
+enum PackedKind : int { kPackedBf16 = 0, kPackedF32, kPackedF8, kNumPackedKinds };
 
 struct PackedKernels {
   int max_a[kNumPackedKinds] = {};                     // each divides kMaxPackedA

@@ -6,10 +6,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <vector>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/core/bf16_rounding.h"
 #include "kernels/core/dtype.h"
 #include "kernels/core/simd_transpose.h"
 
@@ -48,14 +47,29 @@ void PackBlock(const float* src, int64_t cols, int64_t c0, float* out) {
   }
 }
 
+void PackBlock(const uint8_t* src, int64_t cols, int64_t c0, uint8_t* out) {
+  for (int half = 0; half < 2; ++half) {  // rows 16 * half ... + 15
+    __m128i r[16];
+    for (int j = 0; j < 16; ++j) {
+      r[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + (half * 16 + j) * cols + c0));
+    }
+    Transpose16x16Bytes(r);
+    for (int c = 0; c < 16; ++c) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (c0 + c) * kPackedTileRows + half * 16),
+                       r[c]);
+    }
+  }
+}
+
 int64_t Bf16Lane(int64_t j) { return PackedLane(WeightLayout::kBf16Tiles32, j); }
-int64_t F32Lane(int64_t j) { return PackedLane(WeightLayout::kF32Tiles32, j); }
+int64_t NaturalLane(int64_t j) { return j; }  // kF32Tiles32, kF8Tiles32
 
 // Copies one row-major matrix into its tiles; `lane(j)` is where row j of a
-// tile sits in each k-line. Full tiles go 8 columns at a time through
-// PackBlock; the last partial tile and column tail one value at a time.
+// tile sits in each k-line. Full tiles go 8 columns (16 for bytes) at a time
+// through PackBlock; the last partial tile and column tail one value at a time.
 template <typename T, typename Lane>
 void FillTiles(const T* src, int64_t rows, int64_t cols, T* dst, Lane lane) {
+  constexpr int64_t kBlockCols = sizeof(T) == 1 ? 16 : 8;
   const int64_t tiles = (rows + kPackedTileRows - 1) / kPackedTileRows;
   for (int64_t tile = 0; tile < tiles; ++tile) {
     T* out = dst + tile * kPackedTileRows * cols;
@@ -63,7 +77,7 @@ void FillTiles(const T* src, int64_t rows, int64_t cols, T* dst, Lane lane) {
     const int64_t valid = std::min<int64_t>(kPackedTileRows, rows - tile * kPackedTileRows);
     int64_t c0 = 0;
     if (valid == kPackedTileRows) {
-      for (; c0 + 8 <= cols; c0 += 8) PackBlock(in, cols, c0, out);
+      for (; c0 + kBlockCols <= cols; c0 += kBlockCols) PackBlock(in, cols, c0, out);
     } else {
       std::memset(out, 0, kPackedTileRows * cols * sizeof(T));
     }
@@ -73,55 +87,44 @@ void FillTiles(const T* src, int64_t rows, int64_t cols, T* dst, Lane lane) {
   }
 }
 
-// One FP8 row times its block scales, as WeightMatrix::At computes each value
-// (F8E4M3ToF32(code) * scale in f32, the NaN codes included), rounded to
-// bf16 bits. Eight codes at a time: a code shifted into an f16 is the value
-// / 256, exactly, and (value / 256) * (scale * 256) rounds like value * scale.
-void DequantizeF8RowToBf16(const uint8_t* src, const float* scale_row, int64_t cols,
-                           int64_t block_cols, float* row_f32, uint16_t* dst) {
-  for (int64_t b0 = 0; b0 < cols; b0 += block_cols) {
-    const int64_t b1 = std::min(cols, b0 + block_cols);
-    const float scale = scale_row[b0 / block_cols];
-    const __m256 scale256 = _mm256_set1_ps(scale * 256.0f);
-    int64_t c = b0;
-    for (; c + 8 <= b1; c += 8) {
-      const __m256i codes =
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + c)));
-      const __m256i half =
-          _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x7f)), 7),
-                          _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)), 8));
-      const __m128i halves =
-          _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(half, half), 0x08));
-      __m256 v = _mm256_mul_ps(_mm256_cvtph_ps(halves), scale256);
-      // 0x7f / 0xff are NaN in E4M3 (the f16 trick would read 480).
-      const __m256i is_nan = _mm256_cmpeq_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x7f)),
-                                                _mm256_set1_epi32(0x7f));
-      const __m256i nan =
-          _mm256_or_si256(_mm256_set1_epi32(0x7fc00000),
-                          _mm256_slli_epi32(_mm256_and_si256(codes, _mm256_set1_epi32(0x80)), 24));
-      v = _mm256_blendv_ps(v, _mm256_castsi256_ps(nan), _mm256_castsi256_ps(is_nan));
-      _mm256_storeu_ps(row_f32 + c, v);
+// The first NaN code (0x7f or 0xff) of a row-major FP8 matrix, as (row,
+// column), or (-1, -1) if there is none.
+std::pair<int64_t, int64_t> FindF8Nan(const uint8_t* codes, int64_t rows, int64_t cols) {
+  const __m256i magnitude = _mm256_set1_epi8(0x7f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = codes + r * cols;
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+      const __m256i nan = _mm256_cmpeq_epi8(_mm256_and_si256(v, magnitude), magnitude);
+      if (!_mm256_testz_si256(nan, nan)) break;  // the scalar loop finds the column
     }
-    for (; c < b1; ++c) row_f32[c] = F8E4M3ToF32(src[c]) * scale;
+    for (; c < cols; ++c) {
+      if ((row[c] & 0x7f) == 0x7f) return {r, c};
+    }
   }
-  RoundRowToBf16(row_f32, cols, dst);
+  return {-1, -1};
 }
 
-// FP8 -> BF16 tiles: each tile's 32 rows are dequantized and rounded into a
-// small row-major buffer, then packed like a BF16 tile.
-void FillTilesFromF8(const WeightMatrix& w, uint16_t* dst) {
-  std::vector<float> row_f32(w.cols);
-  std::vector<uint16_t> tile(kPackedTileRows * w.cols);
-  const auto* codes = static_cast<const uint8_t*>(w.data);
+// One scale line per (tile, column block): lane j holds the scale of the
+// tile's row j (zero for padding rows), see kF8Tiles32 in weight_matrix.h.
+// Bytes of a kF8Tiles32 matrix's codes; its scale lines follow, 64-byte aligned.
+int64_t PackedCodeBytes(const WeightMatrix& w) {
+  const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
+  return (tiles * kPackedTileRows * w.cols + 63) / 64 * 64;
+}
+
+void FillScaleLines(const WeightMatrix& w, float* dst) {
+  const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
   const int64_t scale_cols = w.scale_cols();
-  for (int64_t r0 = 0; r0 < w.rows; r0 += kPackedTileRows) {
-    const int64_t valid = std::min<int64_t>(kPackedTileRows, w.rows - r0);
-    for (int64_t j = 0; j < valid; ++j) {
-      const int64_t r = r0 + j;
-      DequantizeF8RowToBf16(codes + r * w.cols, w.block_scales + (r / w.block_rows) * scale_cols,
-                            w.cols, w.block_cols, row_f32.data(), tile.data() + j * w.cols);
+  for (int64_t tile = 0; tile < tiles; ++tile) {
+    for (int64_t kb = 0; kb < scale_cols; ++kb) {
+      float* line = dst + (tile * scale_cols + kb) * kPackedTileRows;
+      for (int64_t j = 0; j < kPackedTileRows; ++j) {
+        const int64_t r = tile * kPackedTileRows + j;
+        line[j] = r < w.rows ? w.block_scales[(r / w.block_rows) * scale_cols + kb] : 0.0f;
+      }
     }
-    FillTiles(tile.data(), valid, w.cols, dst + r0 * w.cols, Bf16Lane);
   }
 }
 
@@ -142,14 +145,19 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
     return absl::InvalidArgumentError(absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ",
                                                    w.cols, "] without block scales"));
   }
+  if (w.dtype == DType::kF8E4M3) {
+    if (const auto [r, c] = FindF8Nan(static_cast<const uint8_t*>(w.data), w.rows, w.cols);
+        r >= 0) {
+      return absl::InvalidArgumentError(absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ",
+                                                     w.cols, "] holds a NaN code at [", r, ", ", c,
+                                                     "]"));
+    }
+  }
   PackedWeight packed;
   packed.matrix = w;
-  packed.matrix.layout =
-      w.dtype == DType::kF32 ? WeightLayout::kF32Tiles32 : WeightLayout::kBf16Tiles32;
-  if (w.dtype == DType::kF8E4M3) {
-    packed.matrix.dtype = DType::kBF16;
-    packed.matrix.block_scales = nullptr;
-  }
+  packed.matrix.layout = w.dtype == DType::kF32    ? WeightLayout::kF32Tiles32
+                         : w.dtype == DType::kBF16 ? WeightLayout::kBf16Tiles32
+                                                   : WeightLayout::kF8Tiles32;
   // Page-aligned and populated in one call: faulting the pages in one by one
   // cost more than the packing itself (loading `small` packs 2.4 GB).
   const size_t bytes = std::max<int64_t>(64, StoredBytes(packed.matrix));
@@ -164,9 +172,14 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
     FillTiles(static_cast<const uint16_t*>(w.data), w.rows, w.cols, static_cast<uint16_t*>(dst),
               Bf16Lane);
   } else if (w.dtype == DType::kF8E4M3) {
-    FillTilesFromF8(w, static_cast<uint16_t*>(dst));
+    FillTiles(static_cast<const uint8_t*>(w.data), w.rows, w.cols, static_cast<uint8_t*>(dst),
+              NaturalLane);
+    float* scale_lines = reinterpret_cast<float*>(static_cast<char*>(dst) + PackedCodeBytes(w));
+    FillScaleLines(w, scale_lines);
+    packed.matrix.block_scales = scale_lines;
   } else {
-    FillTiles(static_cast<const float*>(w.data), w.rows, w.cols, static_cast<float*>(dst), F32Lane);
+    FillTiles(static_cast<const float*>(w.data), w.rows, w.cols, static_cast<float*>(dst),
+              NaturalLane);
   }
   packed.matrix.data = dst;
   packed.storage = std::shared_ptr<const void>(
@@ -175,6 +188,10 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
 }
 
 int64_t StoredBytes(const WeightMatrix& w) {
+  if (w.layout == WeightLayout::kF8Tiles32) {
+    const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
+    return PackedCodeBytes(w) + tiles * w.scale_cols() * kPackedTileRows * 4;
+  }
   const int64_t rows = IsPacked(w.layout)
                            ? (w.rows + kPackedTileRows - 1) / kPackedTileRows * kPackedTileRows
                            : w.rows;

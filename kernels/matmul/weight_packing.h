@@ -15,10 +15,11 @@ struct PackedWeight {
   std::shared_ptr<const void> storage;  // owns matrix.data, 64-byte aligned
 };
 
-// `w` must be row-major. BF16 (-> kBf16Tiles32) and F32 (-> kF32Tiles32)
-// values are copied exactly; FP8 with block scales becomes kBf16Tiles32
-// holding F32ToBf16(w.At(r, c)), the weights a BF16-precision product
-// multiplies by. The last tile's padding is zero.
+// `w` must be row-major. BF16 (-> kBf16Tiles32), F32 (-> kF32Tiles32) and
+// F8_E4M3 with block scales (-> kF8Tiles32, scales as scale lines) keep
+// their values exactly. FP8 holding a NaN code is rejected: no checkpoint
+// quantizer writes one, and a NaN weight would poison every output it
+// touches. The last tile's padding is zero.
 absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w);
 
 // Bytes the matrix occupies as stored (padding and block scales included).

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/base/memory_bandwidth.h"
 #include "common/base/status_macros.h"
+#include "common/model/checkpoint.h"
 #include "common/runtime/generator.h"
 #include "common/runtime/model_session.h"
 #include "nlohmann/json.hpp"
@@ -21,10 +23,54 @@ using runtime::kModelValueFlags;
 using runtime::ModelSession;
 using runtime::OpenModelSession;
 
+// Bytes the loaded engine streams per weight of each kind of matrix: FP8 one
+// (plus its scale lines, one f32 per 32 x block_cols weights), BF16 two, F32
+// four for f32 compute or two once converted for BF16 compute.
+struct WeightBytes {
+  double attention = 2, mlp = 2, router = 2, head = 2;
+};
+
+absl::StatusOr<double> BytesPerWeight(const model::Checkpoint& checkpoint, const std::string& name,
+                                      kernels::Precision precision) {
+  XPD_ASSIGN_OR_RETURN(model::TensorView view, checkpoint.GetAny(name));
+  switch (view.dtype) {
+    case kernels::DType::kF8E4M3: {
+      const auto& q = checkpoint.config().quantization;
+      return 1.0 + 4.0 / (q ? q->block_cols : 128);
+    }
+    case kernels::DType::kBF16:
+      return 2.0;
+    case kernels::DType::kF32:
+      return precision == kernels::Precision::kBF16 ? 2.0 : 4.0;
+  }
+  return 4.0;
+}
+
+absl::StatusOr<WeightBytes> StoredWeightBytes(const model::Checkpoint& checkpoint,
+                                              kernels::Precision precision) {
+  const model::ModelConfig& c = checkpoint.config();
+  int64_t moe_layer = 0;
+  while (moe_layer < c.num_hidden_layers && !c.IsMoeLayer(moe_layer)) ++moe_layer;
+  const std::string layer = absl::StrCat("model.layers.", moe_layer, ".");
+  WeightBytes b;
+  XPD_ASSIGN_OR_RETURN(
+      b.attention,
+      BytesPerWeight(checkpoint, layer + "self_attn.kv_a_proj_with_mqa.weight", precision));
+  const std::string mlp = moe_layer < c.num_hidden_layers ? layer + "mlp.experts.0.down_proj.weight"
+                                                          : layer + "mlp.down_proj.weight";
+  XPD_ASSIGN_OR_RETURN(b.mlp, BytesPerWeight(checkpoint, mlp, precision));
+  if (moe_layer < c.num_hidden_layers) {
+    XPD_ASSIGN_OR_RETURN(
+        b.router, BytesPerWeight(checkpoint, layer + "mlp.gate.weight", kernels::Precision::kF32));
+  }
+  XPD_ASSIGN_OR_RETURN(b.head, BytesPerWeight(checkpoint, "lm_head.weight", precision));
+  return b;
+}
+
 // Weight bytes one decode step of `batch` sequences streams from memory: every
 // non-expert matrix once (absorbed attention form), plus the routed experts the
 // batch touches (expected number of distinct experts under uniform routing).
-double DecodeWeightBytesPerStep(const model::ModelConfig& c, double bytes_per_weight,
+double DecodeWeightBytesPerStep(const model::ModelConfig& c, const WeightBytes& bytes,
                                 int64_t batch) {
   const double d = c.hidden_size, heads = c.num_attention_heads, rank = c.kv_lora_rank;
   const double attention = c.q_lora_rank * d + heads * c.qk_head_dim() * c.q_lora_rank +
@@ -35,16 +81,17 @@ double DecodeWeightBytesPerStep(const model::ModelConfig& c, double bytes_per_we
       c.n_routed_experts *
       (1.0 - std::pow(1.0 - static_cast<double>(c.num_experts_per_tok) / c.n_routed_experts,
                       static_cast<double>(batch)));
-  double elements = c.vocab_size * d;  // LM head
+  double total = c.vocab_size * d * bytes.head;
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    elements += attention;
+    total += attention * bytes.attention;
     if (c.IsMoeLayer(layer)) {
-      elements += c.n_routed_experts * d + c.n_shared_experts * expert + experts_touched * expert;
+      total += c.n_routed_experts * d * bytes.router +
+               (c.n_shared_experts * expert + experts_touched * expert) * bytes.mlp;
     } else {
-      elements += 3.0 * d * c.intermediate_size;
+      total += 3.0 * d * c.intermediate_size * bytes.mlp;
     }
   }
-  return elements * bytes_per_weight;
+  return total;
 }
 
 absl::Status RunBench(const std::vector<std::string>& args) {
@@ -94,8 +141,9 @@ absl::Status RunBench(const std::vector<std::string>& args) {
   const int64_t peak_rss = base::PeakRssBytes();
   const int threads = session.backend->num_threads();
   const double bandwidth = base::MeasureTriadBandwidth(threads);
-  const double bytes_per_weight = session.model->precision() == kernels::Precision::kBF16 ? 2 : 4;
-  const double step_bytes = DecodeWeightBytesPerStep(config, bytes_per_weight, batch);
+  XPD_ASSIGN_OR_RETURN(const WeightBytes weight_bytes,
+                       StoredWeightBytes(*session.checkpoint, session.model->precision()));
+  const double step_bytes = DecodeWeightBytesPerStep(config, weight_bytes, batch);
   const double decode_tps = timings.decode_tokens / timings.decode_seconds;
   const double bound_tps = bandwidth / step_bytes * batch;
   nlohmann::json out = {

@@ -74,24 +74,31 @@ std::unique_ptr<WeightSet> MakeWeightSet(DType dtype, bool packed, int64_t n, in
   w.rows = n;
   w.cols = k;
   w.data = one.data();
-  if (packed) {  // what the model loader does with BF16 weights
+  if (dtype == DType::kF8E4M3) {
+    set->scales.assign(((n + 127) / 128) * ((k + 127) / 128), 1.0f / 64);
+    w.block_scales = set->scales.data();
+  }
+  // Packed FP8 keeps its scale lines behind its codes, in every copy.
+  int64_t scales_offset = -1;
+  if (packed) {  // what the model loader does with BF16 and FP8 weights
     absl::StatusOr<PackedWeight> p = PackTiles(w);
     if (!p.ok()) std::abort();
     w = p->matrix;
     set->matrix_bytes = StoredBytes(w);
     const auto* begin = static_cast<const uint8_t*>(w.data);
     one.assign(begin, begin + set->matrix_bytes);
+    if (dtype == DType::kF8E4M3) {
+      scales_offset = reinterpret_cast<const uint8_t*>(w.block_scales) - begin;
+    }
   }
   set->bytes.resize(set->matrix_bytes * copies);
   for (int c = 0; c < copies; ++c) {
     std::memcpy(set->bytes.data() + c * set->matrix_bytes, one.data(), one.size());
   }
-  if (dtype == DType::kF8E4M3) {
-    set->scales.assign(((n + 127) / 128) * ((k + 127) / 128), 1.0f / 64);
-    w.block_scales = set->scales.data();
-  }
   for (int c = 0; c < copies; ++c) {
-    w.data = set->bytes.data() + c * set->matrix_bytes;
+    uint8_t* copy = set->bytes.data() + c * set->matrix_bytes;
+    w.data = copy;
+    if (scales_offset >= 0) w.block_scales = reinterpret_cast<const float*>(copy + scales_offset);
     set->views.push_back(w);
   }
   return set;
@@ -187,7 +194,7 @@ void RegisterAll() {
     Precision precision;
     Isa isa;
   };
-  // BF16 packed is what the model runs (weights packed at load); the
+  // BF16 and FP8 packed are what the model runs (weights packed at load); the
   // row-major BF16 rows are the baseline it is measured against in the same
   // run, plus kBF16 forced onto vdpbf16ps (row-major only) for comparison.
   const Isa def = matmul_internal::DefaultIsa();
@@ -197,6 +204,8 @@ void RegisterAll() {
       {"BF16w_F32", DType::kBF16, false, Precision::kF32, def},
       {"BF16w_BF16", DType::kBF16, false, Precision::kBF16, def},
       {"BF16w_BF16dot", DType::kBF16, false, Precision::kBF16, Isa::kAvx512Bf16},
+      {"FP8packed_F32", DType::kF8E4M3, true, Precision::kF32, def},
+      {"FP8packed_BF16", DType::kF8E4M3, true, Precision::kBF16, def},
       {"FP8w_F32", DType::kF8E4M3, false, Precision::kF32, def}};
   // Best-of-repetitions statistic: on a shared machine the fastest run is the
   // one least disturbed by other processes (use --benchmark_repetitions=N).

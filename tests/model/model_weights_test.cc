@@ -1,6 +1,6 @@
-// What LoadModelWeights hands the kernels: BF16 projections packed into tiles
-// with every value kept, the matrices that are sliced or read row by row left
-// row-major, and FP8 kept as stored for f32 compute.
+// What LoadModelWeights hands the kernels: BF16 and FP8 projections packed
+// into tiles with every value kept, and the matrices that are sliced or read
+// row by row left row-major.
 #include "common/model/model_weights.h"
 
 #include <stdlib.h>
@@ -91,26 +91,23 @@ TEST(ModelWeightsTest, Bf16ProjectionsArePackedAndKeepEveryValue) {
   }
 }
 
-TEST(ModelWeightsTest, Fp8StaysAsStoredForF32AndIsPackedAsBf16ForBf16) {
-  const auto checkpoint = OpenFixture("fp8");
-  const std::string name = "model.layers.1.mlp.experts.0.down_proj.weight";
-  const WeightMatrix stored = Stored(*checkpoint, name);
-  ASSERT_EQ(stored.dtype, DType::kF8E4M3);
-
-  absl::StatusOr<ModelWeights> f32 = LoadModelWeights(*checkpoint, {.precision = Precision::kF32});
-  ASSERT_TRUE(f32.ok()) << f32.status();
-  const WeightMatrix& as_stored = f32->layers[1].moe.experts[0].down.matrix;
-  EXPECT_EQ(as_stored.dtype, DType::kF8E4M3);
-  EXPECT_EQ(as_stored.layout, WeightLayout::kRowMajor);
-  EXPECT_EQ(as_stored.data, stored.data);
-
-  absl::StatusOr<ModelWeights> bf16 =
-      LoadModelWeights(*checkpoint, {.precision = Precision::kBF16});
-  ASSERT_TRUE(bf16.ok()) << bf16.status();
-  const WeightMatrix& converted = bf16->layers[1].moe.experts[0].down.matrix;
-  EXPECT_EQ(converted.dtype, DType::kBF16);
-  EXPECT_EQ(converted.layout, WeightLayout::kBf16Tiles32);
-  ExpectSameValues(converted, stored, true, name);
+// FP8 keeps one byte per weight for both compute modes (decode streams
+// half the bytes of BF16), packed with every value as stored.
+TEST(ModelWeightsTest, Fp8IsPackedAsFp8ForBothComputeModes) {
+  for (const char* fixture : {"fp8", "fp8-block16"}) {
+    const auto checkpoint = OpenFixture(fixture);
+    const std::string name = "model.layers.1.mlp.experts.0.down_proj.weight";
+    const WeightMatrix stored = Stored(*checkpoint, name);
+    ASSERT_EQ(stored.dtype, DType::kF8E4M3);
+    for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+      absl::StatusOr<ModelWeights> w = LoadModelWeights(*checkpoint, {.precision = precision});
+      ASSERT_TRUE(w.ok()) << w.status();
+      const WeightMatrix& packed = w->layers[1].moe.experts[0].down.matrix;
+      EXPECT_EQ(packed.dtype, DType::kF8E4M3);
+      EXPECT_EQ(packed.layout, WeightLayout::kF8Tiles32);
+      ExpectSameValues(packed, stored, false, std::string(fixture) + " " + name);
+    }
+  }
 }
 
 // Experts load on several threads; what they load, and the error reported
@@ -171,6 +168,51 @@ TEST(ModelWeightsTest, TheLowestBrokenExpertIsReportedWhateverTheThreads) {
     ASSERT_FALSE(w.ok());
     EXPECT_NE(w.status().message().find("experts.2.gate_proj"), std::string::npos)
         << threads << " threads: " << w.status();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// A NaN code in an FP8 weight is refused at load, naming file, tensor and
+// position, for both compute modes.
+TEST(ModelWeightsTest, AnFp8NanCodeIsRejectedWithFileTensorAndPosition) {
+  const auto fixture = OpenFixture("fp8");
+  std::string dir = ::testing::TempDir() + "/nan_code_XXXXXX";
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  std::filesystem::copy_file(std::string(testing::kFixtureRoot) + "/models/fp8/config.json",
+                             dir + "/config.json");
+  const std::string poisoned = "model.layers.1.mlp.experts.3.up_proj.weight";
+  SafetensorsWriter writer;
+  int64_t cols = 0;
+  for (const std::string& name : fixture->TensorNames()) {
+    absl::StatusOr<TensorView> view = fixture->GetAny(name);
+    ASSERT_TRUE(view.ok()) << view.status();
+    const TensorView v = *view;
+    if (name == poisoned) {
+      ASSERT_EQ(v.dtype, DType::kF8E4M3);
+      cols = v.shape[1];
+    }
+    ASSERT_TRUE(writer
+                    .Add(name, v.dtype, v.shape,
+                         [v, poison = name == poisoned](std::span<std::byte> out) {
+                           std::memcpy(out.data(), v.data, out.size());
+                           if (poison) out[2 * v.shape[1] + 9] = std::byte{0xff};
+                         })
+                    .ok());
+  }
+  ASSERT_GT(cols, 9);
+  const std::string file = dir + "/model.safetensors";
+  ASSERT_TRUE(writer.Write(file).ok());
+  absl::StatusOr<std::unique_ptr<Checkpoint>> broken = Checkpoint::Open(dir);
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  for (Precision precision : {Precision::kF32, Precision::kBF16}) {
+    absl::StatusOr<ModelWeights> w =
+        LoadModelWeights(**broken, {.precision = precision, .load_mtp = false});
+    ASSERT_FALSE(w.ok());
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(w.status().message().find(file + ": tensor '" + poisoned + "': "), std::string::npos)
+        << w.status();
+    EXPECT_NE(w.status().message().find("holds a NaN code at [2, 9]"), std::string::npos)
+        << w.status();
   }
   std::filesystem::remove_all(dir);
 }
