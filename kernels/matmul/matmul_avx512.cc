@@ -420,6 +420,50 @@ void PackedTile(const PackedTileArgs& t) {
   }
 }
 
+// One x row, two adjacent tiles read side by side (see PackedKernels::pair):
+// each output is the same FMA chain as in PackedTile<1>.
+template <class L>
+void PackedTilePair(const PackedTileArgs& t) {
+  PackedTileArgs second = t;
+  const int64_t block = L::Block(t);
+  const int64_t blocks = block > 0 ? (t.k + block - 1) / block : 0;
+  second.w = static_cast<const typename L::Elem*>(t.w) + t.k * 32;
+  if (t.scales != nullptr) second.scales = t.scales + blocks * 32;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  const auto* w0 = static_cast<const typename L::Elem*>(t.w);
+  const auto* w1 = static_cast<const typename L::Elem*>(second.w);
+  const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
+  L lines0(t), lines1(second);
+  const float* x = t.x;
+  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
+    lines0.BeginBlock(kb);
+    lines1.BeginBlock(kb);
+    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
+    for (int64_t kk = k0; kk < k1; ++kk, w0 += 32, w1 += 32) {
+      if (ahead != 0) {
+        PrefetchLine(w0 + ahead);
+        PrefetchLine(w1 + ahead);
+      }
+      __m512 v[4];
+      lines0.Load(w0, v[0], v[1]);
+      lines1.Load(w1, v[2], v[3]);
+      const __m512 xv = _mm512_set1_ps(x[kk]);
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) acc[i] = _mm512_fmadd_ps(xv, v[i], acc[i]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const int valid = t.cols - 16 * i;
+    if (valid <= 0) break;
+    const __mmask16 m = _cvtu32_mask16(valid >= 16 ? 0xffffu : (1u << valid) - 1u);
+    float* y = t.y[0] + 16 * i;
+    if (t.accumulate) acc[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), acc[i]);
+    _mm512_mask_storeu_ps(y, m, acc[i]);
+  }
+}
+
 constexpr PackedKernels BuildPackedKernels() {
   PackedKernels p;
   // 12 x 2 accumulators + 2 W vectors + 1 x = 27 zmm (F8: + 2 scales + 1 mask)
@@ -430,6 +474,9 @@ constexpr PackedKernels BuildPackedKernels() {
     ((p.fn[kPackedF8][I] = &PackedTile<I + 1, F8Lines>), ...);
   }
   (std::make_integer_sequence<int, kMaxPackedA>{});
+  p.pair[kPackedBf16] = &PackedTilePair<Bf16Lines>;
+  p.pair[kPackedF32] = &PackedTilePair<F32Lines>;
+  p.pair[kPackedF8] = &PackedTilePair<F8Lines>;
   return p;
 }
 

@@ -218,10 +218,20 @@ void RunPackedBlock(const Plan& p, int64_t i0, int64_t i1, int64_t jt0, int64_t 
   const bool f8 = p.packed_kind == kPackedF8;
   const int64_t scale_line_floats = f8 ? args.w->scale_cols() * kPackedTileRows : 0;
   t.block_cols = args.w->block_cols;
+  const PackedTileFn pair = rows == 1 && !widen ? pk.pair[kind] : nullptr;
   for (int64_t jt = jt0; jt < jt1; ++jt) {
     const int64_t j0 = jt * kPackedTileRows;
     t.w = w + jt * tile_bytes;
     t.scales = f8 ? args.w->block_scales + jt * scale_line_floats : nullptr;
+    if (pair != nullptr && jt + 1 < jt1) {
+      t.x = static_cast<const float*>(x_rows[0]);
+      t.y[0] = args.y + i0 * p.y_stride + j0;
+      t.cols = static_cast<int>(std::min<int64_t>(2 * kPackedTileRows, p.n - j0));
+      t.prefetch_ahead = kPackedPrefetchBytes;
+      pair(t);
+      ++jt;
+      continue;
+    }
     t.cols = static_cast<int>(std::min<int64_t>(kPackedTileRows, p.n - j0));
     if (widen && f8) {
       WidenPackedF8Tile(static_cast<const uint8_t*>(t.w), t.scales, p.k, args.w->block_cols,

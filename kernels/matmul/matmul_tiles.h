@@ -101,6 +101,12 @@ enum PackedKind : int { kPackedBf16 = 0, kPackedF32, kPackedF8, kNumPackedKinds 
 struct PackedKernels {
   int max_a[kNumPackedKinds] = {};                     // each divides kMaxPackedA
   PackedTileFn fn[kNumPackedKinds][kMaxPackedA] = {};  // [kind][A-1], null past max_a
+  // One x row against two adjacent tiles: t.w and the tile after it (for
+  // kPackedF8 their scale lines follow each other too), 64 outputs from
+  // t.y[0], t.cols of them valid. A lone row has one FMA chain per 16
+  // outputs and is bound by its latency; two streams and four chains are
+  // not. Null: tiles run one at a time.
+  PackedTileFn pair[kNumPackedKinds] = {};
 };
 
 const PackedKernels& Avx2PackedKernels();
