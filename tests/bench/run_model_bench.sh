@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Engine benchmark (not a test): prefill and decode tokens/s, peak memory and
 # the fraction of the memory-bandwidth bound on the `small` preset (dummy
-# weights, BF16), at batch 1 and 16 with 2 threads. Bandwidth is measured by
-# every run itself, since it drifts between runs on shared machines.
+# weights, BF16 unless XPD_BENCH_DTYPE=fp8), at batch 1 and 16 with 2
+# threads. Bandwidth is measured by every run itself, since it drifts between
+# runs on shared machines.
 #   usage: tests/bench/run_model_bench.sh [BUILD_DIR] [MODEL_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build_dir=${1:-build}
-model_dir=${2:-${TMPDIR:-/tmp}/xpd-small-preset}
+dtype=${XPD_BENCH_DTYPE:-bf16}
+case "$dtype" in
+  bf16) default_model=${TMPDIR:-/tmp}/xpd-small-preset ;;
+  fp8) default_model=${TMPDIR:-/tmp}/xpd-small-fp8 ;;
+  *) echo "XPD_BENCH_DTYPE must be bf16 or fp8" >&2; exit 2 ;;
+esac
+model_dir=${2:-$default_model}
 threads=${XPD_BENCH_THREADS:-2}
 compute=${XPD_BENCH_COMPUTE:-bf16}
 
 cmake --build "$build_dir" --target xpd >/dev/null
 if [ ! -f "$model_dir/config.json" ]; then
-  "$build_dir/xpd" dummy-model --preset small --out "$model_dir"
+  "$build_dir/xpd" dummy-model --preset small --dtype "$dtype" --out "$model_dir"
 fi
 printf '%-6s %-7s %-5s %12s %12s %9s %10s %9s\n' batch prompt gen prefill_tok/s decode_tok/s "%bound" "GB/s" "RSS GiB"
 for batch in 1 16; do
