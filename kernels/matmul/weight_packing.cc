@@ -106,14 +106,14 @@ std::pair<int64_t, int64_t> FindF8Nan(const uint8_t* codes, int64_t rows, int64_
   return {-1, -1};
 }
 
-// One scale line per (tile, column block): lane j holds the scale of the
-// tile's row j (zero for padding rows), see kF8Tiles32 in weight_matrix.h.
 // Bytes of a kF8Tiles32 matrix's codes; its scale lines follow, 64-byte aligned.
 int64_t PackedCodeBytes(const WeightMatrix& w) {
   const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
   return (tiles * kPackedTileRows * w.cols + 63) / 64 * 64;
 }
 
+// One scale line per (tile, column block): lane j holds the scale of the
+// tile's row j (zero for padding rows), see kF8Tiles32 in weight_matrix.h.
 void FillScaleLines(const WeightMatrix& w, float* dst) {
   const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
   const int64_t scale_cols = w.scale_cols();
