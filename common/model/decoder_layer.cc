@@ -17,13 +17,6 @@ absl::Status Project(const LayerContext& c, const kernels::WeightMatrix& w, cons
                            .output = mode});
 }
 
-kernels::WeightMatrix RowSlice(const kernels::WeightMatrix& w, int64_t first, int64_t count) {
-  kernels::WeightMatrix slice = w;
-  slice.data = static_cast<const std::byte*>(w.data) + first * w.cols * kernels::DTypeSize(w.dtype);
-  slice.rows = count;
-  return slice;
-}
-
 absl::Status RunDecoderLayer(const LayerContext& c, const DecoderLayerWeights& w,
                              int32_t cache_layer, float* h) {
   const int64_t d = c.config.hidden_size;

@@ -60,7 +60,5 @@ absl::Status RunMoeExchangeOnly(const LayerContext& context, const MoeWeights& w
 absl::Status Project(const LayerContext& context, const kernels::WeightMatrix& w, const float* x,
                      int64_t x_stride, float* y, int64_t y_stride, int64_t rows,
                      kernels::OutputMode mode = kernels::OutputMode::kOverwrite);
-// Rows [first, first + count) of a dense (F32/BF16) matrix.
-kernels::WeightMatrix RowSlice(const kernels::WeightMatrix& w, int64_t first, int64_t count);
 
 }  // namespace xpd::model

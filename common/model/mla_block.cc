@@ -41,7 +41,7 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
   std::vector<kernels::WeightMatrix> uk(heads), uv(heads);
   std::vector<kernels::MatMulArgs> problems(heads);
   for (int64_t h = 0; h < heads; ++h) {
-    uk[h] = RowSlice(w.uk_t.matrix, h * rank, rank);
+    uk[h] = w.uk_t.matrix.RowSlice(h * rank, rank);
     problems[h] = {.x = q + h * dq,
                    .x_stride = heads * dq,
                    .w = &uk[h],
@@ -69,7 +69,7 @@ absl::Status LatentPart(const LayerContext& c, const AttentionWeights& w, int32_
                                  .sequences = sequences}));
   // Per head: o[h] = W_UV[h] o_latent[h].
   for (int64_t h = 0; h < heads; ++h) {
-    uv[h] = RowSlice(w.uv.matrix, h * v, v);
+    uv[h] = w.uv.matrix.RowSlice(h * v, v);
     problems[h] = {.x = o_latent + h * rank,
                    .x_stride = heads * rank,
                    .w = &uv[h],

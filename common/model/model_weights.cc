@@ -174,6 +174,14 @@ struct Loader {
       const int64_t h = r / v, d = r % v;
       return kv_b.At(h * (nope + v) + nope + d, latent);
     });
+    // Packed like the projections when each head's rows start a tile (the
+    // latent form multiplies head by head): decode reads them every token.
+    if (rank % kernels::kPackedTileRows == 0) {
+      XPD_ASSIGN_OR_RETURN(a.uk_t, Packed(a.uk_t.matrix, prefix + "kv_b_proj"));
+    }
+    if (v % kernels::kPackedTileRows == 0) {
+      XPD_ASSIGN_OR_RETURN(a.uv, Packed(a.uv.matrix, prefix + "kv_b_proj"));
+    }
     return a;
   }
 

@@ -32,6 +32,8 @@ struct AttentionWeights {
   Linear kv_b;                    // [H * (nope + v), kv_lora_rank]
   Linear o;                       // [D, H * v]
   // Absorbed form, derived from kv_b once at load (spec §3.6.3):
+  // Packed into tiles when each head's rows start one (kv_lora_rank, v a
+  // multiple of 32, as in DeepSeek-V3), row-major otherwise.
   Linear uk_t;  // [H * kv_lora_rank, nope]: head h rows = W_UK[h]^T
   Linear uv;    // [H * v, kv_lora_rank]:    head h rows = W_UV[h]
 };

@@ -79,9 +79,25 @@ TEST(ModelWeightsTest, Bf16ProjectionsArePackedAndKeepEveryValue) {
       EXPECT_EQ(p.loaded.layout, WeightLayout::kBf16Tiles32) << p.name;
       ExpectSameValues(p.loaded, Stored(*checkpoint, p.name), false, p.name);
     }
-    // Sliced per head (uk_t, uv) or read as stored (router): row-major.
-    EXPECT_EQ(w->layers[0].attention.uk_t.matrix.layout, WeightLayout::kRowMajor);
+    // The absorbed matrices are sliced per head: packed when each head
+    // starts a tile (kv_lora_rank 32 here), row-major otherwise (v 16).
+    const WeightMatrix& uk_t = w->layers[0].attention.uk_t.matrix;
+    EXPECT_EQ(uk_t.layout, precision == Precision::kBF16 ? WeightLayout::kBf16Tiles32
+                                                         : WeightLayout::kF32Tiles32);
     EXPECT_EQ(w->layers[0].attention.uv.matrix.layout, WeightLayout::kRowMajor);
+    const ModelConfig& c = checkpoint->config();
+    const int64_t rank = c.kv_lora_rank, nope = c.qk_nope_head_dim, v = c.v_head_dim;
+    ASSERT_EQ(rank % kernels::kPackedTileRows, 0);
+    ASSERT_NE(v % kernels::kPackedTileRows, 0);
+    const WeightMatrix kv_b = Stored(*checkpoint, "model.layers.0.self_attn.kv_b_proj.weight");
+    for (int64_t r = 0; r < uk_t.rows; ++r) {
+      const int64_t h = r / rank, latent = r % rank;
+      const WeightMatrix head = uk_t.RowSlice(h * rank, rank);
+      for (int64_t col = 0; col < nope; ++col) {
+        ASSERT_EQ(head.At(latent, col), kv_b.At(h * (nope + v) + col, latent)) << r << "," << col;
+      }
+    }
+    // Read as stored: the router.
     EXPECT_EQ(moe_layer.moe.router.matrix.layout, WeightLayout::kRowMajor);
     // An expert's bytes as held include the padding of its last tiles.
     const MlpWeights& expert = moe_layer.moe.experts[3];
