@@ -292,26 +292,20 @@ void PackedTileWholeLine(const PackedTileArgs& t) {
   __m256 acc[A][4];  // rows 0-7, 8-15, 16-23, 24-31
 #pragma GCC unroll 2
   for (int a = 0; a < A; ++a) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = _mm256_setzero_ps();
-  const auto* w = static_cast<const typename L::Elem*>(t.w);
   const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
   L lines(t);
-  const int64_t block = L::Block(t);
-  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
-    lines.BeginBlock(kb);
-    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
-    for (int64_t kk = k0; kk < k1; ++kk, w += 32) {
-      if (ahead != 0) PrefetchLine(w + ahead);
-      __m256 wv[4];
-      lines.Load(w, 0, wv[0], wv[2]);
-      lines.Load(w, 1, wv[1], wv[3]);
+  ForEachPackedLine(t, lines, [&](int64_t kk, const typename L::Elem* w) {
+    if (ahead != 0) PrefetchLine(w + ahead);
+    __m256 wv[4];
+    lines.Load(w, 0, wv[0], wv[2]);
+    lines.Load(w, 1, wv[1], wv[3]);
 #pragma GCC unroll 2
-      for (int a = 0; a < A; ++a) {
-        const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
+    for (int a = 0; a < A; ++a) {
+      const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
 #pragma GCC unroll 4
-        for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
-      }
+      for (int g = 0; g < 4; ++g) acc[a][g] = _mm256_fmadd_ps(xv, wv[g], acc[a][g]);
     }
-  }
+  });
 #pragma GCC unroll 2
   for (int a = 0; a < A; ++a) {
 #pragma GCC unroll 4
@@ -327,27 +321,21 @@ void PackedTileHalfLines(const PackedTileArgs& t) {
     __m256 lo[A], hi[A];
 #pragma GCC unroll 6
     for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm256_setzero_ps();
-    const auto* w = static_cast<const typename L::Elem*>(t.w);
     // The second half re-reads lines the first brought in.
     const int64_t ahead =
         half == 0 ? t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem)) : 0;
     L lines(t);
-    const int64_t block = L::Block(t);
-    for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
-      lines.BeginBlock(kb);
-      const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
-      for (int64_t kk = k0; kk < k1; ++kk, w += 32) {
-        if (ahead != 0) PrefetchLine(w + ahead);
-        __m256 w_lo, w_hi;
-        lines.Load(w, half, w_lo, w_hi);
+    ForEachPackedLine(t, lines, [&](int64_t kk, const typename L::Elem* w) {
+      if (ahead != 0) PrefetchLine(w + ahead);
+      __m256 w_lo, w_hi;
+      lines.Load(w, half, w_lo, w_hi);
 #pragma GCC unroll 6
-        for (int a = 0; a < A; ++a) {
-          const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
-          lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
-          hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
-        }
+      for (int a = 0; a < A; ++a) {
+        const __m256 xv = _mm256_broadcast_ss(t.x + a * t.x_stride + kk);
+        lo[a] = _mm256_fmadd_ps(xv, w_lo, lo[a]);
+        hi[a] = _mm256_fmadd_ps(xv, w_hi, hi[a]);
       }
-    }
+    });
 #pragma GCC unroll 6
     for (int a = 0; a < A; ++a) {
       StorePackedGroup(t, t.y[a], half * kLanes, lo[a]);

@@ -380,30 +380,25 @@ void PackedTile(const PackedTileArgs& t) {
   __m512 lo[A], hi[A];
 #pragma GCC unroll 12
   for (int a = 0; a < A; ++a) lo[a] = hi[a] = _mm512_setzero_ps();
-  const auto* w = static_cast<const typename L::Elem*>(t.w);
   const int64_t ahead = t.prefetch_ahead / static_cast<int64_t>(sizeof(typename L::Elem));
   L lines(t);
-  const int64_t block = L::Block(t);
-  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
-    lines.BeginBlock(kb);
-    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;  // no std::min here (see top)
-    for (int64_t kk = k0; kk < k1; ++kk, w += 32, ++base[0], ++base[1], ++base[2]) {
-      if (ahead != 0) PrefetchLine(w + ahead);
-      __m512 w_lo, w_hi;
-      lines.Load(w, w_lo, w_hi);
+  ForEachPackedLine(t, lines, [&](int64_t, const typename L::Elem* w) {
+    if (ahead != 0) PrefetchLine(w + ahead);
+    __m512 w_lo, w_hi;
+    lines.Load(w, w_lo, w_hi);
 #pragma GCC unroll 12
-      for (int a = 0; a < A; ++a) {
-        const float* b = base[a / 4];
-        const int r = a % 4;
-        const __m512 xv = _mm512_set1_ps(r == 0   ? b[0]
-                                         : r == 1 ? b[xs]
-                                         : r == 2 ? b[2 * xs]
-                                                  : b[xs3]);
-        lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
-        hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
-      }
+    for (int a = 0; a < A; ++a) {
+      const float* b = base[a / 4];
+      const int r = a % 4;
+      const __m512 xv = _mm512_set1_ps(r == 0   ? b[0]
+                                       : r == 1 ? b[xs]
+                                       : r == 2 ? b[2 * xs]
+                                                : b[xs3]);
+      lo[a] = _mm512_fmadd_ps(xv, w_lo, lo[a]);
+      hi[a] = _mm512_fmadd_ps(xv, w_hi, hi[a]);
     }
-  }
+    ++base[0], ++base[1], ++base[2];
+  });
   const __mmask16 m_lo = _cvtu32_mask16(t.cols >= 16 ? 0xffffu : (1u << t.cols) - 1u);
   const __mmask16 m_hi = _cvtu32_mask16(t.cols >= 32  ? 0xffffu
                                         : t.cols > 16 ? (1u << (t.cols - 16)) - 1u

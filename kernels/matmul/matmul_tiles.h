@@ -137,6 +137,21 @@ class NextTilePrefetch {
   int64_t step_bytes_ = 0;
 };
 
+// Calls line(kk, w) for the k lines of one packed tile in order, and
+// lines.BeginBlock(kb) before each block of L::Block(t) lines (an FP8 scale
+// block; all of k for the other kinds).
+template <class L, class LineFn>
+[[gnu::always_inline]] inline void ForEachPackedLine(const PackedTileArgs& t, L& lines,
+                                                     LineFn&& line) {
+  const auto* w = static_cast<const typename L::Elem*>(t.w);
+  const int64_t block = L::Block(t);
+  for (int64_t k0 = 0, kb = 0; k0 < t.k; k0 += block, ++kb) {
+    lines.BeginBlock(kb);
+    const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
+    for (int64_t kk = k0; kk < k1; ++kk, w += 32) line(kk, w);
+  }
+}
+
 // Prefetches one packed k-line: one cache line of BF16, two of F32.
 template <typename Elem>
 inline void PrefetchLine(const Elem* line) {
