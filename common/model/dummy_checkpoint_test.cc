@@ -135,6 +135,27 @@ TEST(TensorInventoryTest, DeepSeekV3MemoryPlan) {
   const MemoryPlan uneven = PlanMemory(v3, true, 3, true);
   EXPECT_EQ(uneven.experts_per_rank, 86);
   EXPECT_EQ(uneven.kv_bytes_per_token, 62 * 576 * 2);
+
+  // Loaded by the CPU engine: every FP8 [r, c] matrix (r a multiple of 32
+  // here) keeps its codes and holds one 32-float scale line per 32 rows and
+  // 128 columns instead of one scale per 128x128 block.
+  auto scale_growth = [](int64_t r, int64_t c) {
+    const int64_t col_blocks = (c + 127) / 128;
+    return r / 32 * col_blocks * 32 * 4 - (r + 127) / 128 * col_blocks * 4;
+  };
+  EXPECT_EQ(plan.cpu_routed_expert_bytes_per_rank,
+            plan.routed_expert_bytes_per_rank +
+                (2 * scale_growth(2048, 7168) + scale_growth(7168, 2048)) * 58 * 32);
+  // Replicated: attention in 61 layers, dense MLPs in 3, shared experts in
+  // 58, plus W_UK^T and W_UV (128 heads x 512 x (128 + 128), BF16) per layer.
+  const int64_t attention = scale_growth(1536, 7168) + scale_growth(128 * 192, 1536) +
+                            scale_growth(576, 7168) + scale_growth(128 * 256, 512) +
+                            scale_growth(7168, 128 * 128);
+  const int64_t dense = 2 * scale_growth(18432, 7168) + scale_growth(7168, 18432);
+  const int64_t shared = 2 * scale_growth(2048, 7168) + scale_growth(7168, 2048);
+  const int64_t absorbed = 128LL * 512 * 256 * 2;
+  EXPECT_EQ(plan.cpu_replicated_bytes,
+            plan.replicated_bytes + 61 * (attention + absorbed) + 3 * dense + 58 * shared);
 }
 
 TEST(DummyPresetTest, PresetsParseAndUnknownIsAnError) {

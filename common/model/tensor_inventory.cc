@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/core/weight_matrix.h"
 
 namespace xpd::model {
 namespace {
@@ -153,20 +154,62 @@ ParameterCounts CountParameters(const ModelConfig& config) {
   return counts;
 }
 
+namespace {
+
+// What the CPU engine holds for a checkpoint tensor once loaded for BF16
+// compute (common/model/model_weights.cc): projections packed into tiles
+// (FP8 scales as per-tile scale lines, so scale tensors add nothing of their
+// own), kv_b_proj plus its absorbed W_UK^T and W_UV in BF16; the rest as
+// stored.
+int64_t LoadedBytes(const TensorSpec& t, const ModelConfig& config) {
+  if (t.is_scale) return 0;
+  switch (t.kind) {
+    case TensorKind::kEmbedding:
+    case TensorKind::kNorm:
+    case TensorKind::kRouter:
+    case TensorKind::kRouterBias:
+      return t.size_bytes();
+    default:
+      break;
+  }
+  const bool f8 = t.dtype == kernels::DType::kF8E4M3;
+  kernels::WeightMatrix w{
+      .dtype = t.dtype,
+      .layout = f8 ? kernels::WeightLayout::kF8Tiles32 : kernels::WeightLayout::kBf16Tiles32,
+      .rows = t.shape[0],
+      .cols = t.shape[1]};
+  if (config.quantization) {
+    w.block_rows = config.quantization->block_rows;
+    w.block_cols = config.quantization->block_cols;
+  }
+  int64_t bytes = kernels::StoredBytes(w);
+  if (t.name.ends_with("kv_b_proj.weight")) {
+    const int64_t heads = config.num_attention_heads, rank = config.kv_lora_rank;
+    bytes += heads * rank * (config.qk_nope_head_dim + config.v_head_dim) * 2;
+  }
+  return bytes;
+}
+
+}  // namespace
+
 MemoryPlan PlanMemory(const ModelConfig& config, bool fp8, int64_t ep_ranks, bool include_mtp) {
   MemoryPlan plan;
   plan.ep_ranks = ep_ranks < 1 ? 1 : ep_ranks;
   plan.experts_per_rank = CeilDiv(config.n_routed_experts, plan.ep_ranks);
   int64_t expert0_bytes = 0;  // expert 0 over all MoE layers; all experts are equal
+  int64_t expert0_loaded = 0;
   for (const TensorSpec& t : CheckpointInventory(config, fp8)) {
     if (t.mtp && !include_mtp) continue;
+    const int64_t loaded = LoadedBytes(t, config);
     if (t.kind == TensorKind::kRoutedExpert) {
-      if (t.expert == 0) expert0_bytes += t.size_bytes();
+      if (t.expert == 0) expert0_bytes += t.size_bytes(), expert0_loaded += loaded;
     } else {
       plan.replicated_bytes += t.size_bytes();
+      plan.cpu_replicated_bytes += loaded;
     }
   }
   plan.routed_expert_bytes_per_rank = expert0_bytes * plan.experts_per_rank;
+  plan.cpu_routed_expert_bytes_per_rank = expert0_loaded * plan.experts_per_rank;
   const int64_t layers =
       config.num_hidden_layers + (include_mtp ? config.num_nextn_predict_layers : 0);
   plan.kv_bytes_per_token = layers * config.latent_dim() * 2;

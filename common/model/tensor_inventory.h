@@ -70,8 +70,17 @@ struct MemoryPlan {
   int64_t replicated_bytes = 0;              // same on every rank
   int64_t routed_expert_bytes_per_rank = 0;  // on the fullest rank
   int64_t weight_bytes_per_rank() const { return replicated_bytes + routed_expert_bytes_per_rank; }
-  // Latent KV cache (kv_lora_rank + qk_rope_head_dim values, BF16) per token
-  // over the layers planned: num_hidden_layers, plus the MTP layers if included.
+  // The same weights as the CPU engine holds them once loaded for BF16
+  // compute: packed into tiles (FP8 block scales repeated per 32-row tile),
+  // plus the absorbed MLA matrices W_UK^T and W_UV in BF16 beside kv_b_proj.
+  int64_t cpu_replicated_bytes = 0;
+  int64_t cpu_routed_expert_bytes_per_rank = 0;
+  int64_t cpu_weight_bytes_per_rank() const {
+    return cpu_replicated_bytes + cpu_routed_expert_bytes_per_rank;
+  }
+  // Latent KV cache (kv_lora_rank + qk_rope_head_dim values, BF16 as in the
+  // spec) per token over the layers planned: num_hidden_layers, plus the MTP
+  // layers if included. The CPU engine's cache holds f32, twice this.
   int64_t kv_bytes_per_token = 0;
 };
 MemoryPlan PlanMemory(const ModelConfig& config, bool fp8, int64_t ep_ranks, bool include_mtp);

@@ -40,4 +40,24 @@ WeightMatrix WeightMatrix::RowSlice(int64_t first, int64_t count) const {
   return part;
 }
 
+int64_t PackedF8CodeBytes(const WeightMatrix& w) {
+  const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
+  return (tiles * kPackedTileRows * w.cols + 63) / 64 * 64;
+}
+
+int64_t StoredBytes(const WeightMatrix& w) {
+  if (w.layout == WeightLayout::kF8Tiles32) {
+    const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
+    return PackedF8CodeBytes(w) + tiles * w.scale_cols() * kPackedTileRows * 4;
+  }
+  const int64_t rows = IsPacked(w.layout)
+                           ? (w.rows + kPackedTileRows - 1) / kPackedTileRows * kPackedTileRows
+                           : w.rows;
+  int64_t bytes = rows * w.cols * DTypeSize(w.dtype);
+  if (w.dtype == DType::kF8E4M3) {
+    bytes += (w.rows + w.block_rows - 1) / w.block_rows * w.scale_cols() * 4;
+  }
+  return bytes;
+}
+
 }  // namespace xpd::kernels

@@ -55,4 +55,9 @@ struct WeightMatrix {
   WeightMatrix RowSlice(int64_t first, int64_t count) const;
 };
 
+// Bytes the matrix occupies as stored (padding and block scales included).
+int64_t StoredBytes(const WeightMatrix& w);
+// kF8Tiles32: bytes of the codes; the scale lines follow, 64-byte aligned.
+int64_t PackedF8CodeBytes(const WeightMatrix& w);
+
 }  // namespace xpd::kernels

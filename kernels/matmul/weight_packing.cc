@@ -106,12 +106,6 @@ std::pair<int64_t, int64_t> FindF8Nan(const uint8_t* codes, int64_t rows, int64_
   return {-1, -1};
 }
 
-// Bytes of a kF8Tiles32 matrix's codes; its scale lines follow, 64-byte aligned.
-int64_t PackedCodeBytes(const WeightMatrix& w) {
-  const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
-  return (tiles * kPackedTileRows * w.cols + 63) / 64 * 64;
-}
-
 // One scale line per (tile, column block): lane j holds the scale of the
 // tile's row j (zero for padding rows), see kF8Tiles32 in weight_matrix.h.
 void FillScaleLines(const WeightMatrix& w, float* dst) {
@@ -174,7 +168,7 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
   } else if (w.dtype == DType::kF8E4M3) {
     FillTiles(static_cast<const uint8_t*>(w.data), w.rows, w.cols, static_cast<uint8_t*>(dst),
               NaturalLane);
-    float* scale_lines = reinterpret_cast<float*>(static_cast<char*>(dst) + PackedCodeBytes(w));
+    float* scale_lines = reinterpret_cast<float*>(static_cast<char*>(dst) + PackedF8CodeBytes(w));
     FillScaleLines(w, scale_lines);
     packed.matrix.block_scales = scale_lines;
   } else {
@@ -185,21 +179,6 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
   packed.storage = std::shared_ptr<const void>(
       dst, [bytes](const void* p) { ::munmap(const_cast<void*>(p), bytes); });
   return packed;
-}
-
-int64_t StoredBytes(const WeightMatrix& w) {
-  if (w.layout == WeightLayout::kF8Tiles32) {
-    const int64_t tiles = (w.rows + kPackedTileRows - 1) / kPackedTileRows;
-    return PackedCodeBytes(w) + tiles * w.scale_cols() * kPackedTileRows * 4;
-  }
-  const int64_t rows = IsPacked(w.layout)
-                           ? (w.rows + kPackedTileRows - 1) / kPackedTileRows * kPackedTileRows
-                           : w.rows;
-  int64_t bytes = rows * w.cols * DTypeSize(w.dtype);
-  if (w.dtype == DType::kF8E4M3) {
-    bytes += (w.rows + w.block_rows - 1) / w.block_rows * w.scale_cols() * 4;
-  }
-  return bytes;
 }
 
 }  // namespace xpd::kernels

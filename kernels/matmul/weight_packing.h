@@ -22,7 +22,4 @@ struct PackedWeight {
 // touches. The last tile's padding is zero.
 absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w);
 
-// Bytes the matrix occupies as stored (padding and block scales included).
-int64_t StoredBytes(const WeightMatrix& w);
-
 }  // namespace xpd::kernels

@@ -54,12 +54,16 @@ void PrintPlan(const model::ModelConfig& config, bool fp8, int64_t ep_ranks) {
             << GiB(main.replicated_bytes) << "\n";
   std::cout << "  routed experts per rank: " << GiB(main.routed_expert_bytes_per_rank) << "\n";
   std::cout << "  weights per rank: " << GiB(main.weight_bytes_per_rank()) << "\n";
+  std::cout << "  held by a CPU rank once loaded (--compute bf16: packed tiles, FP8 scales per "
+               "32-row tile, absorbed MLA matrices in BF16): "
+            << GiB(main.cpu_weight_bytes_per_rank()) << "\n";
   if (config.num_nextn_predict_layers > 0) {
     std::cout << "  MTP module adds per rank: "
               << GiB(with_mtp.weight_bytes_per_rank() - main.weight_bytes_per_rank()) << "\n";
   }
   std::cout << absl::StrFormat(
-      "  latent KV cache: %d bytes per token (%d layers x %d values x 2 B BF16)%s\n",
+      "  latent KV cache: %d bytes per token (%d layers x %d values x 2 B BF16)%s; the CPU "
+      "engine's cache holds f32, twice that\n",
       main.kv_bytes_per_token, config.num_hidden_layers, config.latent_dim(),
       config.num_nextn_predict_layers > 0
           ? absl::StrFormat(", %d with the MTP layer", with_mtp.kv_bytes_per_token)
