@@ -102,4 +102,24 @@ TEST(XpdCliTest, BenchPrintsRequiredJsonFields) {
   }
 }
 
+// The bandwidth bound counts the bytes the loaded weights occupy: BF16
+// weights are two bytes whatever --compute is, FP8 about one.
+TEST(XpdCliTest, BenchCountsWeightBytesAsLoaded) {
+  auto step_bytes = [](const std::string& model, const std::string& compute) {
+    ProcessResult run =
+        RunXpd("bench --model " + std::string(kFixtures) + "/models/" + model +
+               " --prompt-tokens 4 --gen-tokens 2 --batch 1 --threads 1 --compute " + compute +
+               " --format json");
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    return nlohmann::json::parse(run.out)["decode_weight_bytes_per_step"].get<double>();
+  };
+  const double bf16 = step_bytes("bf16", "bf16");
+  EXPECT_EQ(step_bytes("bf16", "f32"), bf16);
+  const double fp8 = step_bytes("fp8", "bf16");
+  EXPECT_EQ(step_bytes("fp8", "f32"), fp8);
+  // The projections shrink from 2 bytes to 1 + 4/128; router and head stay BF16.
+  EXPECT_LT(fp8, 0.8 * bf16);
+  EXPECT_GT(fp8, 0.5 * bf16);
+}
+
 }  // namespace
