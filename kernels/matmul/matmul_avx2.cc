@@ -101,8 +101,8 @@ struct Bf16Rows {
   }
 };
 
-// e4m3 -> f16 (magnitude bits to f16 bit 7: exact, scaled by 2^-8) -> f32; the
-// 2^8 is folded into the block scale so each weight equals WeightMatrix::At.
+// e4m3 -> f16 holding code / 256 (F8ToF16Div256) -> f32; the 2^8 is folded
+// into the block scale so each weight equals WeightMatrix::At.
 struct F8Rows {
   const uint8_t* w[kTileB];
   const float* scales[kTileB];
@@ -121,12 +121,8 @@ struct F8Rows {
     next_block = (kb + 1) * block_cols;
     for (int b = 0; b < B; ++b) scale[b] = scales[b][kb] * 256.0f;
   }
-  // Sign-extend + shift by 7: sign at bit 15, magnitude at bits 13..7, and
-  // bit 14 (a sign copy) masked off.
   static __m256 Widen(__m128i q, float s) {
-    const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
-                                    _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
-    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(s));
+    return _mm256_mul_ps(_mm256_cvtph_ps(F8ToF16Div256(q)), _mm256_set1_ps(s));
   }
   __m256 Load(int b, int64_t kk) const {
     return Widen(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w[b] + kk)), scale[b]);
@@ -252,7 +248,7 @@ struct F32Lines {
     hi = _mm256_loadu_ps(line + 16 + half * kLanes);
   }
 };
-// 8 e4m3 codes -> f16 of value code / 256 (see F8Rows), times scale * 256.
+// 8 e4m3 codes at a time via F8ToF16Div256, times scale * 256.
 struct F8Lines {
   using Elem = uint8_t;
   const float* scales;
@@ -267,9 +263,7 @@ struct F8Lines {
   }
   static __m256 Widen(const uint8_t* codes, __m256 s) {
     const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes));
-    const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
-                                    _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
-    return _mm256_mul_ps(_mm256_cvtph_ps(h), s);
+    return _mm256_mul_ps(_mm256_cvtph_ps(F8ToF16Div256(q)), s);
   }
   void Load(const uint8_t* line, int half, __m256& lo, __m256& hi) const {
     lo = Widen(line + half * kLanes, scale[half]);

@@ -340,11 +340,9 @@ struct F32Lines {
     hi = _mm512_loadu_ps(line + 16);
   }
 };
-// 32 e4m3 codes: sign-extended to 16 bits and shifted by 7, each becomes an
-// f16 of value code / 256 once bit 14 (a copy of the sign) is masked off
-// (exact, subnormals included); times scale * 256, each weight is code *
-// scale rounded once, as WeightMatrix::At computes it. Packed codes are
-// never NaN (see kF8Tiles32). (Building f32 bits directly from the code is
+// 32 e4m3 codes at a time, widened as F8ToF16Div256 does 8 (matmul_tiles.h),
+// times scale * 256: each weight is WeightMatrix::At exactly. Packed codes
+// are never NaN (see kF8Tiles32). (Building f32 bits directly from the code is
 // two instructions shorter but turns subnormal codes into f32 denormals,
 // which the multiply by the scale then takes a microcode assist on: 30x
 // slower per vector here. vcvtph2ps widens f16 subnormals at full speed.)

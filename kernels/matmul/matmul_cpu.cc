@@ -81,9 +81,7 @@ void WidenF8Row(const uint8_t* src, const float* scale_row, int64_t c0, int64_t 
     int64_t c = b0;
     for (; c + 8 <= b1; c += 8) {
       const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + c));
-      const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7),
-                                      _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
-      _mm256_storeu_ps(dst + c, _mm256_mul_ps(_mm256_cvtph_ps(h), vs));
+      _mm256_storeu_ps(dst + c, _mm256_mul_ps(_mm256_cvtph_ps(F8ToF16Div256(q)), vs));
     }
     for (; c < b1; ++c) dst[c] = F8Scalar(src[c], s);
     b0 = b1;
@@ -169,7 +167,6 @@ void WidenPackedBf16Tile(const uint16_t* tile, int64_t k, float* lines) {
 // FMA chains.
 void WidenPackedF8Tile(const uint8_t* tile, const float* scale_lines, int64_t k, int64_t block_cols,
                        float* lines) {
-  const __m128i magnitude_mask = _mm_set1_epi16(static_cast<int16_t>(0xbf80));
   for (int64_t k0 = 0, kb = 0; k0 < k; k0 += block_cols, ++kb) {
     __m256 scale[4];
     for (int g = 0; g < 4; ++g) {
@@ -180,8 +177,7 @@ void WidenPackedF8Tile(const uint8_t* tile, const float* scale_lines, int64_t k,
     for (int64_t kk = k0; kk < k1; ++kk, tile += kPackedTileRows, lines += kPackedTileRows) {
       for (int g = 0; g < 4; ++g) {
         const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(tile + g * 8));
-        const __m128i h = _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(q), 7), magnitude_mask);
-        _mm256_storeu_ps(lines + g * 8, _mm256_mul_ps(_mm256_cvtph_ps(h), scale[g]));
+        _mm256_storeu_ps(lines + g * 8, _mm256_mul_ps(_mm256_cvtph_ps(F8ToF16Div256(q)), scale[g]));
       }
     }
   }

@@ -4,7 +4,7 @@
 // code that runs on AVX2-only CPUs.
 #pragma once
 
-#include <xmmintrin.h>
+#include <immintrin.h>
 
 #include <cstdint>
 
@@ -150,6 +150,17 @@ template <class L, class LineFn>
     const int64_t k1 = t.k - k0 < block ? t.k : k0 + block;
     for (int64_t kk = k0; kk < k1; ++kk, w += 32) line(kk, w);
   }
+}
+
+// 8 e4m3 codes (the low 8 bytes of `codes`) -> 8 f16 holding code / 256,
+// exactly, subnormals included: sign-extended to 16 bits and shifted left by
+// 7, the sign lands on bit 15 and the 7 magnitude bits on bits 13..7; bit 14
+// (a copy of the sign) is masked off. Times scale * 256 in f32, each weight
+// is code * scale rounded once, as WeightMatrix::At computes it. (NaN codes
+// read as +-480 here.) The AVX-512 kernels do the same 16 or 32 codes wide.
+inline __m128i F8ToF16Div256(__m128i codes) {
+  return _mm_and_si128(_mm_slli_epi16(_mm_cvtepi8_epi16(codes), 7),
+                       _mm_set1_epi16(static_cast<int16_t>(0xbf80)));
 }
 
 // Prefetches one packed k-line: one cache line of BF16, two of F32.

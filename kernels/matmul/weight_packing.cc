@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -134,17 +135,15 @@ absl::StatusOr<PackedWeight> PackTiles(const WeightMatrix& w) {
                                                    std::string(DTypeName(w.dtype)), " matrix [",
                                                    w.rows, ", ", w.cols, "]"));
   }
-  if (w.dtype == DType::kF8E4M3 &&
-      (w.block_scales == nullptr || w.block_rows <= 0 || w.block_cols <= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ",
-                                                   w.cols, "] without block scales"));
-  }
   if (w.dtype == DType::kF8E4M3) {
-    if (const auto [r, c] = FindF8Nan(static_cast<const uint8_t*>(w.data), w.rows, w.cols);
-        r >= 0) {
-      return absl::InvalidArgumentError(absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ",
-                                                     w.cols, "] holds a NaN code at [", r, ", ", c,
-                                                     "]"));
+    const std::string what = absl::StrCat("PackTiles: F8_E4M3 matrix [", w.rows, ", ", w.cols, "]");
+    if (w.block_scales == nullptr || w.block_rows <= 0 || w.block_cols <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " without block scales"));
+    }
+    const auto [r, c] = FindF8Nan(static_cast<const uint8_t*>(w.data), w.rows, w.cols);
+    if (r >= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " holds a NaN code at [", r, ", ", c, "]"));
     }
   }
   PackedWeight packed;
