@@ -25,9 +25,10 @@ using runtime::OpenModelSession;
 
 // Bytes the loaded engine streams per weight of each kind of matrix: FP8 one
 // (plus its scale lines, one f32 per 32 x block_cols weights), BF16 two, F32
-// four for f32 compute or two once converted for BF16 compute.
+// four for f32 compute or two once converted for BF16 compute. The absorbed
+// MLA matrices (W_UK^T, W_UV) are derived at load in the compute precision.
 struct WeightBytes {
-  double attention = 2, mlp = 2, router = 2, head = 2;
+  double attention = 2, absorbed = 2, mlp = 2, router = 2, head = 2;
 };
 
 absl::StatusOr<double> BytesPerWeight(const model::Checkpoint& checkpoint, const std::string& name,
@@ -46,7 +47,7 @@ absl::StatusOr<double> BytesPerWeight(const model::Checkpoint& checkpoint, const
   return 4.0;
 }
 
-absl::StatusOr<WeightBytes> StoredWeightBytes(const model::Checkpoint& checkpoint,
+absl::StatusOr<WeightBytes> LoadedWeightBytes(const model::Checkpoint& checkpoint,
                                               kernels::Precision precision) {
   const model::ModelConfig& c = checkpoint.config();
   int64_t moe_layer = 0;
@@ -64,6 +65,7 @@ absl::StatusOr<WeightBytes> StoredWeightBytes(const model::Checkpoint& checkpoin
         b.router, BytesPerWeight(checkpoint, layer + "mlp.gate.weight", kernels::Precision::kF32));
   }
   XPD_ASSIGN_OR_RETURN(b.head, BytesPerWeight(checkpoint, "lm_head.weight", precision));
+  b.absorbed = precision == kernels::Precision::kBF16 ? 2 : 4;
   return b;
 }
 
@@ -74,8 +76,8 @@ double DecodeWeightBytesPerStep(const model::ModelConfig& c, const WeightBytes& 
                                 int64_t batch) {
   const double d = c.hidden_size, heads = c.num_attention_heads, rank = c.kv_lora_rank;
   const double attention = c.q_lora_rank * d + heads * c.qk_head_dim() * c.q_lora_rank +
-                           c.latent_dim() * d + d * heads * c.v_head_dim +
-                           heads * rank * c.qk_nope_head_dim + heads * c.v_head_dim * rank;
+                           c.latent_dim() * d + d * heads * c.v_head_dim;
+  const double absorbed = heads * rank * c.qk_nope_head_dim + heads * c.v_head_dim * rank;
   const double expert = 3.0 * d * c.moe_intermediate_size;
   const double experts_touched =
       c.n_routed_experts *
@@ -83,7 +85,7 @@ double DecodeWeightBytesPerStep(const model::ModelConfig& c, const WeightBytes& 
                       static_cast<double>(batch)));
   double total = c.vocab_size * d * bytes.head;
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    total += attention * bytes.attention;
+    total += attention * bytes.attention + absorbed * bytes.absorbed;
     if (c.IsMoeLayer(layer)) {
       total += c.n_routed_experts * d * bytes.router +
                (c.n_shared_experts * expert + experts_touched * expert) * bytes.mlp;
@@ -142,7 +144,7 @@ absl::Status RunBench(const std::vector<std::string>& args) {
   const int threads = session.backend->num_threads();
   const double bandwidth = base::MeasureTriadBandwidth(threads);
   XPD_ASSIGN_OR_RETURN(const WeightBytes weight_bytes,
-                       StoredWeightBytes(*session.checkpoint, session.model->precision()));
+                       LoadedWeightBytes(*session.checkpoint, session.model->precision()));
   const double step_bytes = DecodeWeightBytesPerStep(config, weight_bytes, batch);
   const double decode_tps = timings.decode_tokens / timings.decode_seconds;
   const double bound_tps = bandwidth / step_bytes * batch;
