@@ -7,7 +7,11 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "common/model/safetensors_writer.h"
 #include "gtest/gtest.h"
@@ -152,85 +156,93 @@ TEST(ModelWeightsTest, ExpertsLoadTheSameOnAnyNumberOfThreads) {
   }
 }
 
-TEST(ModelWeightsTest, TheLowestBrokenExpertIsReportedWhateverTheThreads) {
-  // The fixture again, without the gate projections of experts 2 and 5 of
-  // layer 1.
-  const auto fixture = OpenFixture("bf16");
-  std::string dir = ::testing::TempDir() + "/broken_experts_XXXXXX";
-  ASSERT_NE(mkdtemp(dir.data()), nullptr);
-  std::filesystem::copy_file(std::string(testing::kFixtureRoot) + "/models/bf16/config.json",
-                             dir + "/config.json");
-  SafetensorsWriter writer;
-  for (const std::string& name : fixture->TensorNames()) {
-    if (name == "model.layers.1.mlp.experts.2.gate_proj.weight" ||
-        name == "model.layers.1.mlp.experts.5.gate_proj.weight") {
-      continue;
+// A fixture checkpoint rewritten into a fresh directory under TempDir(),
+// tensor by tensor: `edit(name, bytes)` may change a tensor's bytes, or
+// return false to leave the tensor out. Removed with the object.
+class EditedFixture {
+ public:
+  using Edit = std::function<bool(const std::string& name, std::span<std::byte> bytes)>;
+  EditedFixture(const std::string& variant, const Edit& edit) { Write(variant, edit); }
+  ~EditedFixture() { std::filesystem::remove_all(dir_); }
+  std::string file() const { return dir_ + "/model.safetensors"; }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+
+ private:
+  // Fatal failures end the test (checked with HasFatalFailure by the caller).
+  void Write(const std::string& variant, const Edit& edit) {
+    const auto fixture = OpenFixture(variant);
+    dir_ = ::testing::TempDir() + "/edited_fixture_XXXXXX";
+    if (mkdtemp(dir_.data()) == nullptr) {
+      ADD_FAILURE() << "mkdtemp failed";
+      return;
     }
-    absl::StatusOr<TensorView> view = fixture->GetAny(name);
-    ASSERT_TRUE(view.ok()) << view.status();
-    const TensorView v = *view;
-    ASSERT_TRUE(
-        writer
-            .Add(name, v.dtype, v.shape,
-                 [v](std::span<std::byte> out) { std::memcpy(out.data(), v.data, out.size()); })
-            .ok());
+    std::filesystem::copy_file(
+        std::string(testing::kFixtureRoot) + "/models/" + variant + "/config.json",
+        dir_ + "/config.json");
+    SafetensorsWriter writer;
+    for (const std::string& name : fixture->TensorNames()) {
+      absl::StatusOr<TensorView> view = fixture->GetAny(name);
+      ASSERT_TRUE(view.ok()) << view.status();
+      const TensorView v = *view;
+      std::vector<std::byte> bytes(v.data, v.data + v.size_bytes);
+      if (!edit(name, bytes)) continue;
+      ASSERT_TRUE(writer
+                      .Add(name, v.dtype, v.shape,
+                           [bytes = std::move(bytes)](std::span<std::byte> out) {
+                             std::memcpy(out.data(), bytes.data(), out.size());
+                           })
+                      .ok());
+    }
+    ASSERT_TRUE(writer.Write(file()).ok());
+    absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(dir_);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    checkpoint_ = *std::move(checkpoint);
   }
-  ASSERT_TRUE(writer.Write(dir + "/model.safetensors").ok());
-  absl::StatusOr<std::unique_ptr<Checkpoint>> broken = Checkpoint::Open(dir);
-  ASSERT_TRUE(broken.ok()) << broken.status();
+
+  std::string dir_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+};
+
+TEST(ModelWeightsTest, TheLowestBrokenExpertIsReportedWhateverTheThreads) {
+  // Without the gate projections of experts 2 and 5 of layer 1.
+  const EditedFixture broken("bf16", [](const std::string& name, std::span<std::byte>) {
+    return name != "model.layers.1.mlp.experts.2.gate_proj.weight" &&
+           name != "model.layers.1.mlp.experts.5.gate_proj.weight";
+  });
+  ASSERT_FALSE(HasFatalFailure());
   for (int threads : {1, 2, 4}) {
     absl::StatusOr<ModelWeights> w = LoadModelWeights(
-        **broken, {.precision = Precision::kBF16, .load_mtp = false, .load_threads = threads});
+        broken.checkpoint(),
+        {.precision = Precision::kBF16, .load_mtp = false, .load_threads = threads});
     ASSERT_FALSE(w.ok());
     EXPECT_NE(w.status().message().find("experts.2.gate_proj"), std::string::npos)
         << threads << " threads: " << w.status();
   }
-  std::filesystem::remove_all(dir);
 }
 
 // A NaN code in an FP8 weight is refused at load, naming file, tensor and
 // position, for both compute modes.
 TEST(ModelWeightsTest, AnFp8NanCodeIsRejectedWithFileTensorAndPosition) {
-  const auto fixture = OpenFixture("fp8");
-  std::string dir = ::testing::TempDir() + "/nan_code_XXXXXX";
-  ASSERT_NE(mkdtemp(dir.data()), nullptr);
-  std::filesystem::copy_file(std::string(testing::kFixtureRoot) + "/models/fp8/config.json",
-                             dir + "/config.json");
   const std::string poisoned = "model.layers.1.mlp.experts.3.up_proj.weight";
-  SafetensorsWriter writer;
-  int64_t cols = 0;
-  for (const std::string& name : fixture->TensorNames()) {
-    absl::StatusOr<TensorView> view = fixture->GetAny(name);
-    ASSERT_TRUE(view.ok()) << view.status();
-    const TensorView v = *view;
-    if (name == poisoned) {
-      ASSERT_EQ(v.dtype, DType::kF8E4M3);
-      cols = v.shape[1];
-    }
-    ASSERT_TRUE(writer
-                    .Add(name, v.dtype, v.shape,
-                         [v, poison = name == poisoned](std::span<std::byte> out) {
-                           std::memcpy(out.data(), v.data, out.size());
-                           if (poison) out[2 * v.shape[1] + 9] = std::byte{0xff};
-                         })
-                    .ok());
-  }
-  ASSERT_GT(cols, 9);
-  const std::string file = dir + "/model.safetensors";
-  ASSERT_TRUE(writer.Write(file).ok());
-  absl::StatusOr<std::unique_ptr<Checkpoint>> broken = Checkpoint::Open(dir);
-  ASSERT_TRUE(broken.ok()) << broken.status();
+  const int64_t cols = OpenFixture("fp8")->config().hidden_size;  // up_proj is [inter, hidden]
+  const EditedFixture broken("fp8", [&](const std::string& name, std::span<std::byte> bytes) {
+    if (name == poisoned) bytes[2 * cols + 9] = std::byte{0xff};  // row 2, column 9
+    return true;
+  });
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_EQ(Stored(broken.checkpoint(), poisoned).dtype, DType::kF8E4M3);
+  ASSERT_EQ(Stored(broken.checkpoint(), poisoned).cols, cols);
   for (Precision precision : {Precision::kF32, Precision::kBF16}) {
     absl::StatusOr<ModelWeights> w =
-        LoadModelWeights(**broken, {.precision = precision, .load_mtp = false});
+        LoadModelWeights(broken.checkpoint(), {.precision = precision, .load_mtp = false});
     ASSERT_FALSE(w.ok());
     EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(w.status().message().find(file + ": tensor '" + poisoned + "': "), std::string::npos)
+    EXPECT_NE(w.status().message().find(broken.file() + ": tensor '" + poisoned + "': "),
+              std::string::npos)
         << w.status();
     EXPECT_NE(w.status().message().find("holds a NaN code at [2, 9]"), std::string::npos)
         << w.status();
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
