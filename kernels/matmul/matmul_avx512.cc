@@ -283,33 +283,15 @@ struct DpBf16Kernel {
   }
 };
 
-template <template <int, int> class K, int A, int B>
-constexpr TileFn Pick() {
-  if constexpr (A <= kTileA && B <= kTileB) {
-    return &K<A, B>::Run;
-  } else {
-    return nullptr;
-  }
-}
-
-template <template <int, int> class K>
-constexpr void FillKind(TileKernels& t, int kind) {
-  [&]<int... I>(std::integer_sequence<int, I...>) {
-    ((t.fn[kind][I / kMaxTileB][I % kMaxTileB] = Pick<K, I / kMaxTileB + 1, I % kMaxTileB + 1>()),
-     ...);
-  }
-  (std::make_integer_sequence<int, kMaxTileA * kMaxTileB>{});
-}
-
 constexpr TileKernels BuildKernels() {
   TileKernels t;
   t.max_a = kTileA;
   t.max_b = kTileB;
   t.lanes = kLanes;
-  FillKind<F32Kernel>(t, kTileF32);
-  FillKind<Bf16WKernel>(t, kTileBf16W);
-  FillKind<F8WKernel>(t, kTileF8W);
-  FillKind<DpBf16Kernel>(t, kTileDpBf16);
+  FillTileKind<F32Kernel, kTileA, kTileB>(t, kTileF32);
+  FillTileKind<Bf16WKernel, kTileA, kTileB>(t, kTileBf16W);
+  FillTileKind<F8WKernel, kTileA, kTileB>(t, kTileF8W);
+  FillTileKind<DpBf16Kernel, kTileA, kTileB>(t, kTileDpBf16);
   return t;
 }
 

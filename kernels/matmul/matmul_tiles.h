@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <utility>
 
 namespace xpd::kernels::matmul_internal {
 
@@ -115,6 +116,25 @@ const PackedKernels& Avx512PackedKernels();  // only callable after a CPU check
 // Internal linkage on purpose: each kernel file gets its own copy, compiled
 // for its ISA (see the top of this file).
 namespace {
+
+// Sets t.fn[kind][A-1][B-1] to K<A, B>::Run for every A <= MaxA, B <= MaxB
+// (the tiles a kernel file's registers hold); larger tiles stay null.
+template <template <int, int> class K, int MaxA, int MaxB>
+constexpr void FillTileKind(TileKernels& t, int kind) {
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((t.fn[kind][I / kMaxTileB][I % kMaxTileB] =
+          [] {
+            constexpr int a = I / kMaxTileB + 1, b = I % kMaxTileB + 1;
+            if constexpr (a <= MaxA && b <= MaxB) {
+              return &K<a, b>::Run;
+            } else {
+              return static_cast<TileFn>(nullptr);
+            }
+          }()),
+     ...);
+  }
+  (std::make_integer_sequence<int, kMaxTileA * kMaxTileB>{});
+}
 
 // Spreads the prefetch of TileArgs::prefetch evenly over the k steps of one
 // kernel call, so the next tile arrives as this one finishes.
