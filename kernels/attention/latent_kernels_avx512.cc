@@ -8,6 +8,7 @@
 // head per FMA): twice the AVX2 loops' work per instruction.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <utility>
@@ -27,11 +28,33 @@ void TransposeQueries(const float* const q[], int heads, int64_t width, float* q
   }
 }
 
+// Fetches the rows of the next pass, one cache line per dim step, while this
+// pass computes: a pass reads its K rows side by side, which the hardware
+// prefetcher follows poorly, and decode's rows come from DRAM.
+class NextRowsPrefetch {
+ public:
+  NextRowsPrefetch(const float* const rows[], int64_t count, int64_t width)
+      : rows_(rows), count_(count), width_(width) {}
+  void Step() {
+    if (row_ >= count_) return;
+    _mm_prefetch(reinterpret_cast<const char*>(rows_[row_] + offset_), _MM_HINT_T0);
+    offset_ += kLanes;
+    if (offset_ >= width_) offset_ = 0, ++row_;
+  }
+
+ private:
+  const float* const* rows_;
+  int64_t count_, width_;
+  int64_t row_ = 0, offset_ = 0;
+};
+
 template <int K>
-void ScoreKeys(const float* q_t, const float* const rows[], int64_t width, __m512 (&acc)[K]) {
+void ScoreKeys(const float* q_t, const float* const rows[], int64_t width, NextRowsPrefetch& next,
+               __m512 (&acc)[K]) {
 #pragma GCC unroll 8
   for (int j = 0; j < K; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t d = 0; d < width; ++d) {
+    next.Step();
     const __m512 qv = _mm512_loadu_ps(q_t + d * kLanes);
 #pragma GCC unroll 8
     for (int j = 0; j < K; ++j) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(rows[j][d]), qv, acc[j]);
@@ -50,13 +73,16 @@ void Score(const float* const q[], int heads, const float* const rows[], int64_t
   };
   int64_t t = 0;
   for (; t + kKeysPerPass <= keys; t += kKeysPerPass) {
+    const int64_t next = t + kKeysPerPass;
+    NextRowsPrefetch prefetch(rows + next, std::min<int64_t>(kKeysPerPass, keys - next), width);
     __m512 acc[kKeysPerPass];
-    ScoreKeys<kKeysPerPass>(q_t, rows + t, width, acc);
+    ScoreKeys<kKeysPerPass>(q_t, rows + t, width, prefetch, acc);
     for (int j = 0; j < kKeysPerPass; ++j) store(acc[j], t + j);
   }
   for (; t < keys; ++t) {
+    NextRowsPrefetch none(rows, 0, width);
     __m512 acc[1];
-    ScoreKeys<1>(q_t, rows + t, width, acc);
+    ScoreKeys<1>(q_t, rows + t, width, none, acc);
     store(acc[0], t);
   }
 }
